@@ -1,0 +1,110 @@
+# pgstack -- the front door. `make` (or `make help`) lists every target.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules --no-print-directory
+
+# ---- Knobs (override on the command line or in the environment) -------------------------------
+COMPOSE_PROJECT_NAME ?= pgstack
+PGSTACK_HTTP_PORT ?= 8000
+PGSTACK_HTTP_BIND ?= 127.0.0.1
+PGSTACK_SECRETS_DIR ?= $(CURDIR)/secrets
+PGSTACK_IMAGE_TAG ?= local
+BASE_IMAGE ?= debian:trixie-slim
+# CA bundle handed to image builds as a BuildKit secret (TLS-intercepting proxies); the host's
+# bundle by default, which also holds the public CAs. Never copied into an image layer.
+PGSTACK_CA_BUNDLE ?= $(firstword $(wildcard /etc/ssl/certs/ca-certificates.crt))
+PYTHON ?= python3
+TEST_VENV ?= $(CURDIR)/.venv-test
+PYTEST_ARGS ?=
+CONFIRM ?=
+
+export COMPOSE_PROJECT_NAME PGSTACK_HTTP_PORT PGSTACK_HTTP_BIND PGSTACK_SECRETS_DIR PGSTACK_IMAGE_TAG \
+	BASE_IMAGE PGSTACK_CA_BUNDLE
+COMPOSE := docker compose
+DB_CLI := $(COMPOSE) run --rm --no-TTY migrate pgstack-db
+
+##@ Help
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target> [KNOB=value]\n"} \
+		/^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} \
+		/^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+##@ Stack
+.PHONY: up down ps logs build base-image secrets preflight
+up: preflight base-image secrets ## Build what is missing, start, migrate, wait until healthy, print the URL.
+	@echo "starting pgstack (project $(COMPOSE_PROJECT_NAME)); first run builds the images..."
+	@$(COMPOSE) up --detach --wait --wait-timeout 300
+	@echo
+	@echo "pgstack is up: http://$(PGSTACK_HTTP_BIND):$(PGSTACK_HTTP_PORT)"
+	@echo "  readiness  curl http://$(PGSTACK_HTTP_BIND):$(PGSTACK_HTTP_PORT)/readyz"
+	@echo "  health     curl http://$(PGSTACK_HTTP_BIND):$(PGSTACK_HTTP_PORT)/api/health"
+
+down: preflight ## Stop and remove the containers (volumes and data are kept).
+	@$(COMPOSE) down --remove-orphans
+
+ps: preflight ## Show the services and their health.
+	@$(COMPOSE) ps --all
+
+logs: preflight ## Follow the logs of every service (SERVICE=api for one).
+	@$(COMPOSE) logs --follow --tail=100 $(SERVICE)
+
+build: preflight base-image secrets ## Build (or rebuild) every image.
+	@$(COMPOSE) build
+
+base-image: preflight ## Make sure $(BASE_IMAGE) exists: pull it, or build it with mmdebstrap.
+	@scripts/base-image.sh "$(BASE_IMAGE)"
+
+secrets: ## Generate missing secrets in $(PGSTACK_SECRETS_DIR) (0600; never overwrites).
+	@scripts/secrets.sh "$(PGSTACK_SECRETS_DIR)"
+
+preflight:
+	@scripts/preflight.sh
+
+##@ Database (the original guide's db:* scripts)
+.PHONY: db-check db-init db-status db-deploy db-seed db-reset
+db-check: preflight ## Connectivity (through PgBouncer and direct), versions, pools, table sizes.
+	@$(DB_CLI) check
+
+db-init: preflight ## Create or update roles, grants, extensions and passwords (idempotent).
+	@$(COMPOSE) exec --no-TTY postgres pgstack-db-init
+
+db-status: preflight ## Current vs head migration, pending migrations.
+	@$(DB_CLI) status
+
+db-deploy: preflight ## Apply pending migrations (under an advisory lock).
+	@$(DB_CLI) deploy
+
+db-seed: preflight ## Load idempotent demo data.
+	@$(DB_CLI) seed
+
+db-reset: preflight ## Drop and recreate the schema: every row is lost. Needs CONFIRM=1.
+	@if [[ "$(CONFIRM)" != 1 ]]; then \
+		echo "db-reset drops every table and row of $(COMPOSE_PROJECT_NAME). Run: make db-reset CONFIRM=1" >&2; exit 4; fi
+	@$(DB_CLI) reset --yes
+
+##@ Development
+.PHONY: dev test test-unit lint bench
+dev: ## Run the API on the host against SQLite, with reload (no Docker needed).
+	@$(MAKE) -C services/api dev
+
+$(TEST_VENV)/.installed: tests/requirements.txt services/api/pyproject.toml
+	@$(PYTHON) -m venv "$(TEST_VENV)"
+	@"$(TEST_VENV)/bin/pip" install --quiet --upgrade pip
+	@"$(TEST_VENV)/bin/pip" install --quiet -r tests/requirements.txt -e 'services/api[dev]'
+	@touch "$@"
+
+test: preflight base-image $(TEST_VENV)/.installed ## The whole suite: unit tests, then the real stack (builds images once).
+	@"$(TEST_VENV)/bin/pytest" $(PYTEST_ARGS)
+
+test-unit: $(TEST_VENV)/.installed ## Unit tests only (no Docker).
+	@"$(TEST_VENV)/bin/pytest" tests/unit tests/dev $(PYTEST_ARGS)
+
+lint: $(TEST_VENV)/.installed ## ruff and mypy.
+	@"$(TEST_VENV)/bin/ruff" check services/api tests bench
+	@"$(TEST_VENV)/bin/ruff" format --check services/api tests bench
+	@cd services/api && "$(TEST_VENV)/bin/mypy"
+
+bench: preflight base-image secrets $(TEST_VENV)/.installed ## Benchmarks: docs/benchmarks.json, .png and the figures in docs/benchmarks.md.
+	@"$(TEST_VENV)/bin/python" -m bench

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# secrets.sh -- generate the stack's secrets once: one file each, mode 0600, in $PGSTACK_SECRETS_DIR
+# (default ./secrets, git-ignored). An existing file is never overwritten: rotating a secret is a
+# deliberate act (docs/operations.md), not a side effect of `make up`.
+# Usage: scripts/secrets.sh [DIR]
+set -Eeuo pipefail
+
+SECRETS_DIR=${1:-${PGSTACK_SECRETS_DIR:-secrets}}
+SECRETS=(postgres_password app_owner_password app_password app_backup_password pgbouncer_stats_password ops_token)
+
+# 32 random bytes, URL-safe base64 without padding: 256 bits, no character that needs quoting in
+# a connection string, an auth file or a shell.
+secret_value() { head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n'; }
+
+umask 077
+mkdir -p "$SECRETS_DIR"
+created=0
+for name in "${SECRETS[@]}"; do
+	path="$SECRETS_DIR/$name"
+	if [[ -e $path ]]; then
+		if [[ ! -s $path ]]; then
+			echo "error: $path exists but is empty; delete it and run 'make secrets' again" >&2
+			exit 1
+		fi
+		continue
+	fi
+	secret_value >"$path.tmp"
+	chmod 0600 "$path.tmp"
+	mv "$path.tmp" "$path"
+	created=$((created + 1))
+done
+if ((created)); then echo "generated $created secret(s) in $SECRETS_DIR/ (mode 0600, git-ignored)"; fi

@@ -1,0 +1,48 @@
+-- Roles, database, grants and extensions for pgstack. Idempotent: the entrypoint runs it on the
+-- first start and `make db-init` runs it again at any time (it also re-applies the passwords from the
+-- secret files, which is how a password is rotated). Run by psql as the postgres superuser;
+-- pgstack-db-init sets these psql variables first (on stdin):
+--   app_owner_password, app_password, app_backup_password
+\set ON_ERROR_STOP on
+
+-- Roles. Least privilege (DESIGN decision 5):
+--   app_owner  owns the schema and runs migrations (direct connection, never through PgBouncer);
+--   app        the API: DML only, through PgBouncer;
+--   app_backup reads everything (pg_read_all_data), for pg_dump.
+SELECT format('CREATE ROLE %I', r) FROM unnest(ARRAY['app_owner', 'app', 'app_backup']) AS r
+WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r)
+\gexec
+
+ALTER ROLE app_owner  WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'app_owner_password';
+ALTER ROLE app        WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'app_password';
+ALTER ROLE app_backup WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'app_backup_password';
+GRANT pg_read_all_data TO app_backup;
+
+-- Guard rails that hold for every session of the role, pooled or not.
+ALTER ROLE app SET statement_timeout = '30s';
+ALTER ROLE app SET idle_in_transaction_session_timeout = '15s';
+ALTER ROLE app_backup SET default_transaction_read_only = on;
+
+SELECT 'CREATE DATABASE pgstack OWNER app_owner'
+WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'pgstack')
+\gexec
+
+REVOKE ALL ON DATABASE pgstack FROM PUBLIC;
+GRANT CONNECT, TEMPORARY ON DATABASE pgstack TO app_owner;
+GRANT CONNECT ON DATABASE pgstack TO app, app_backup;
+
+\connect pgstack
+ALTER SCHEMA public OWNER TO app_owner;
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+GRANT USAGE ON SCHEMA public TO app, app_backup;
+
+-- Tables the owner creates later (migrations) are usable by the app without a grant per migration.
+ALTER DEFAULT PRIVILEGES FOR ROLE app_owner IN SCHEMA public
+	GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO app;
+ALTER DEFAULT PRIVILEGES FOR ROLE app_owner IN SCHEMA public
+	GRANT USAGE, SELECT ON SEQUENCES TO app;
+-- ...and the same for what already exists (db-init on a populated database).
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO app;
+
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
