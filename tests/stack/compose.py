@@ -1,0 +1,136 @@
+"""A compose project under test: its own name, free port and secrets; docker SDK for the rest."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.models.containers
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE_TAG = os.environ.get("PGSTACK_TEST_IMAGE_TAG", "test")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def compose_env(project: str, secrets_dir: Path, http_port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        COMPOSE_PROJECT_NAME=project,
+        PGSTACK_SECRETS_DIR=str(secrets_dir),
+        PGSTACK_HTTP_PORT=str(http_port),
+        PGSTACK_IMAGE_TAG=IMAGE_TAG,
+    )
+    ca = Path("/etc/ssl/certs/ca-certificates.crt")
+    if ca.is_file():
+        env.setdefault("PGSTACK_CA_BUNDLE", str(ca))
+    return env
+
+
+def build_images(secrets_dir: Path) -> None:
+    """Build every image once per test session (compose reuses them for every project)."""
+    env = compose_env("pgstack-build", secrets_dir, 0)
+    subprocess.run(["docker", "compose", "build", "--quiet"], cwd=REPO, env=env, check=True)
+
+
+@dataclass
+class Stack:
+    """One compose project; `up()` waits until every service is healthy."""
+
+    project: str
+    secrets_dir: Path
+    http_port: int = field(default_factory=free_port)
+    client: docker.DockerClient = field(default_factory=docker.from_env)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return compose_env(self.project, self.secrets_dir, self.http_port)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def compose(
+        self, *args: str, check: bool = True, timeout: float = 600, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["docker", "compose", *args],
+            cwd=REPO,
+            env=self.env,
+            check=check,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+        )
+
+    def up(self, *services: str) -> None:
+        result = self.compose("up", "--detach", "--wait", "--wait-timeout", "240", *services, check=False)
+        if result.returncode != 0:
+            logs = self.compose("logs", "--no-color", "--tail=60", check=False).stdout
+            raise AssertionError(f"compose up failed:\n{result.stderr}\n--- logs ---\n{logs}")
+
+    def down(self) -> None:
+        self.compose("down", "--volumes", "--remove-orphans", "--timeout", "10", check=False)
+
+    def container(self, service: str) -> docker.models.containers.Container:
+        found = self.client.containers.list(
+            all=True,
+            filters={
+                "label": [
+                    f"com.docker.compose.project={self.project}",
+                    f"com.docker.compose.service={service}",
+                    "com.docker.compose.oneoff=False",
+                ]
+            },
+        )
+        if not found:
+            raise LookupError(f"no container for service {service!r} in project {self.project}")
+        return found[0]
+
+    def health(self, service: str) -> str:
+        container = self.container(service)
+        container.reload()
+        state: Mapping[str, Any] = container.attrs["State"]
+        return str(state.get("Health", {}).get("Status", state["Status"]))
+
+    def wait_healthy(self, service: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while (status := self.health(service)) != "healthy":
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{service} is {status} after {timeout} s")
+            time.sleep(0.5)
+
+    def exec(self, service: str, *cmd: str, user: str | None = None) -> tuple[int, str]:
+        """Run a command in a service container; returns (exit code, stdout+stderr)."""
+        kwargs: dict[str, Any] = {"user": user} if user else {}
+        code, output = self.container(service).exec_run(list(cmd), demux=False, **kwargs)
+        return int(code), output.decode(errors="replace")
+
+    def psql(self, sql: str, database: str = "pgstack") -> str:
+        """Run SQL in the postgres container as the superuser (peer auth over its own socket)."""
+        code, out = self.exec(
+            "postgres", "psql", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "--tuples-only",
+            "--no-align", "--dbname", database, "--command", sql, user="postgres",
+        )  # fmt: skip
+        if code != 0:
+            raise AssertionError(f"psql failed ({code}): {out}")
+        return out.strip()
+
+    def http(self, timeout: float = 20) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def secret(self, name: str) -> str:
+        return (self.secrets_dir / name).read_text().strip()

@@ -1,0 +1,61 @@
+"""Probes and the health document, on the shared stack."""
+
+from __future__ import annotations
+
+from tests.stack.compose import Stack
+
+
+def test_livez_answers_without_the_database(stack: Stack) -> None:
+    with stack.http() as http:
+        response = http.get("/livez")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+
+
+def test_readyz_is_ready_through_pgbouncer(stack: Stack) -> None:
+    with stack.http() as http:
+        response = http.get("/readyz")
+    assert response.status_code == 200, response.text
+
+
+def test_health_has_the_guides_shape_and_hides_versions_from_anonymous_callers(stack: Stack) -> None:
+    with stack.http() as http:
+        body = http.get("/api/health").json()
+    for key in ("status", "timestamp", "uptime", "database", "migration"):
+        assert key in body, body
+    assert body["database"]["status"] == "up"
+    assert body["migration"]["at_head"] is True
+    assert "version" not in body and "memory" not in body
+
+
+def test_health_shows_versions_and_memory_with_the_ops_token(stack: Stack) -> None:
+    token = stack.secret("ops_token")
+    with stack.http() as http:
+        body = http.get("/api/health", headers={"Authorization": f"Bearer {token}"}).json()
+        wrong = http.get("/api/health", headers={"Authorization": "Bearer not-the-token"}).json()
+    assert "PostgreSQL 17" in str(body["version"]), body["version"]
+    assert body["memory"], body
+    assert "version" not in wrong
+
+
+def test_request_id_is_honoured_and_returned(stack: Stack) -> None:
+    with stack.http() as http:
+        given = http.get("/livez", headers={"X-Request-ID": "test-req-42"})
+        generated = http.get("/livez")
+    assert given.headers["X-Request-ID"] == "test-req-42"
+    assert len(generated.headers["X-Request-ID"]) >= 8
+
+
+def test_metrics_count_requests_by_route_and_status(stack: Stack) -> None:
+    with stack.http() as http:
+        http.get("/readyz")
+        text = http.get("/metrics").text
+    assert "readyz" in text
+    assert 'status="200"' in text
+
+
+def test_openapi_schema_lists_the_routes(stack: Stack) -> None:
+    with stack.http() as http:
+        schema = http.get("/openapi.json").json()
+    assert "/api/products" in schema["paths"]
+    assert "/api/orders" in schema["paths"]

@@ -1,0 +1,92 @@
+"""The order flow end to end: HTTP -> api -> PgBouncer (transaction pooling) -> PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from tests.stack.compose import Stack
+
+
+def _user(http: httpx.Client) -> int:
+    response = http.post(
+        "/api/users", json={"email": f"{uuid.uuid4().hex}@example.test", "name": "Test Buyer"}
+    )
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def _product(http: httpx.Client, stock: int, price_cents: int = 1999) -> int:
+    response = http.post(
+        "/api/products",
+        json={"sku": f"T-{uuid.uuid4().hex[:12]}", "name": "Test item", "price_cents": price_cents,
+              "stock": stock},
+    )  # fmt: skip
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def test_an_order_decrements_stock_and_is_readable(stack: Stack) -> None:
+    with stack.http() as http:
+        user = _user(http)
+        product = _product(http, stock=5, price_cents=250)
+        created = http.post(
+            "/api/orders", json={"user_id": user, "items": [{"product_id": product, "quantity": 2}]}
+        )
+        assert created.status_code == 201, created.text
+        order = http.get(f"/api/orders/{created.json()['id']}").json()
+        left = http.get(f"/api/products/{product}").json()["stock"]
+    assert order["total_cents"] == 500
+    assert [(i["product_id"], i["quantity"]) for i in order["items"]] == [(product, 2)]
+    assert left == 3
+
+
+def test_fifty_concurrent_orders_for_the_last_ten_items_never_oversell(stack: Stack) -> None:
+    with stack.http(timeout=60) as http:
+        user = _user(http)
+        product = _product(http, stock=10)
+
+    def order(_: int) -> int:
+        with stack.http(timeout=60) as client:
+            return client.post(
+                "/api/orders",
+                json={"user_id": user, "items": [{"product_id": product, "quantity": 1}]},
+            ).status_code
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        statuses = list(pool.map(order, range(50)))
+
+    assert statuses.count(201) == 10, statuses
+    assert statuses.count(409) == 40, statuses
+    with stack.http() as http:
+        assert http.get(f"/api/products/{product}").json()["stock"] == 0
+    assert stack.psql(f"SELECT stock FROM products WHERE id = {product}") == "0"
+    assert stack.psql(f"SELECT count(*) FROM order_items WHERE product_id = {product}") == "10"
+
+
+def test_an_out_of_stock_order_changes_nothing(stack: Stack) -> None:
+    with stack.http() as http:
+        user = _user(http)
+        plenty = _product(http, stock=100)
+        scarce = _product(http, stock=1)
+        response = http.post(
+            "/api/orders",
+            json={"user_id": user, "items": [{"product_id": plenty, "quantity": 3},
+                                             {"product_id": scarce, "quantity": 2}]},
+        )  # fmt: skip
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "out_of_stock"
+        assert http.get(f"/api/products/{plenty}").json()["stock"] == 100
+        assert http.get(f"/api/products/{scarce}").json()["stock"] == 1
+
+
+def test_products_list_pages(stack: Stack) -> None:
+    with stack.http() as http:
+        for _ in range(3):
+            _product(http, stock=1)
+        first = http.get("/api/products", params={"limit": 2})
+    assert first.status_code == 200
+    body = first.json()
+    assert len(body["items"]) == 2
