@@ -1,0 +1,1 @@
+"""Benchmarks for pgstack: ratios measured in one run, written to docs/benchmarks.{json,png,md}."""

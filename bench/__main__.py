@@ -1,0 +1,134 @@
+"""`make bench`: every figure in one run, as ratios against a baseline measured in the same run.
+
+Writes docs/benchmarks.json, docs/benchmarks.png and the results table in docs/benchmarks.md.
+BENCH_QUICK=1 shortens every phase (for trying the harness, not for the published figures).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+
+from bench import connect_path, http_load, report
+from bench.baseline_api import pooled_direct_api
+from tests.stack.compose import IMAGE_TAG, REPO, Stack, build_images
+
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+HTTP_SECONDS = 5 if QUICK else 15
+SOAK_SECONDS = 15 if QUICK else 120
+CROWD = 1000
+
+
+def _log(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def _seed_product(base_url: str) -> int:
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        response = http.post(
+            "/api/products",
+            json={"sku": f"BENCH-{uuid.uuid4().hex[:8]}", "name": "Bench", "price_cents": 100, "stock": 10},
+        )
+        response.raise_for_status()
+        return int(response.json()["id"])
+
+
+def _server_connections_while(stack: Stack, work: threading.Thread) -> int:
+    """Sample PostgreSQL's client backends of the app role while `work` runs; return the maximum."""
+    peak = 0
+    work.start()
+    while work.is_alive():
+        count = int(stack.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend'"
+        ))  # fmt: skip
+        peak = max(peak, count)
+        time.sleep(0.5)
+    work.join()
+    return peak
+
+
+def main() -> int:
+    client = docker.from_env()
+    secrets_dir = Path(tempfile.mkdtemp(prefix="pgstack-bench-secrets-"))
+    subprocess.run([str(REPO / "scripts/secrets.sh"), str(secrets_dir)], check=True, capture_output=True)
+    _log("building images")
+    build_images(secrets_dir)
+    client.images.build(
+        path=str(REPO / "bench/loadgen"),
+        tag=f"pgstack-loadgen:{IMAGE_TAG}",
+        buildargs={"BASE_IMAGE": os.environ.get("BASE_IMAGE", "debian:trixie-slim")},
+        rm=True,
+    )
+    stack = Stack(project="pgstack-bench", secrets_dir=secrets_dir)
+    stack.down()
+    _log("starting the stack")
+    stack.up()
+    results: dict[str, Any] = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "quick": QUICK},
+    }
+    try:
+        _log("connect path: pgbench -C, three authentications")
+        pgbench = connect_path.run(stack)
+        results["connect_path"] = [vars(r) for r in pgbench]
+        for r in pgbench:
+            _log(f"  {r.name}: {r.tps:,.0f} tps ({r.failed} failed)")
+
+        product = _seed_product(stack.base_url)
+        http_results = []
+        for name, path in (("livez", "/livez"), ("readyz", "/readyz"), ("product", f"/api/products/{product}")):
+            _log(f"HTTP {name}: 64 connections, {HTTP_SECONDS} s (NullPool -> PgBouncer)")
+            http_results.append(
+                http_load.wrk(f"nullpool_pgbouncer/{name}", f"{stack.base_url}{path}", seconds=HTTP_SECONDS)
+            )
+        with pooled_direct_api(stack) as baseline_url:
+            _log(f"HTTP product: 64 connections, {HTTP_SECONDS} s (in-process pool -> PostgreSQL)")
+            http_results.append(
+                http_load.wrk("pooled_direct/product", f"{baseline_url}/api/products/{product}", seconds=HTTP_SECONDS)
+            )
+        results["http"] = [r.as_dict() for r in http_results]
+        for r in http_results:
+            _log(f"  {r.name}: {r.requests_per_s:,.0f} req/s p50 {r.p50_ms:.2f} ms p99 {r.p99_ms:.2f} ms, {r.errors} errors")
+
+        _log(f"{CROWD} concurrent clients for {HTTP_SECONDS + 5} s: PostgreSQL backends in use")
+        crowd: dict[str, http_load.LoadResult] = {}
+        work = threading.Thread(
+            target=lambda: crowd.setdefault("r", http_load.wrk(
+                "crowd/product", f"{stack.base_url}/api/products/{product}",
+                connections=CROWD, seconds=HTTP_SECONDS + 5)),
+        )  # fmt: skip
+        peak = _server_connections_while(stack, work)
+        results["crowd"] = {**crowd["r"].as_dict(), "peak_server_connections": peak,
+                            "pool_limit": 25, "max_db_connections": 30}  # fmt: skip
+        _log(f"  peak backends {peak}, {crowd['r'].errors} errors, {crowd['r'].requests_per_s:,.0f} req/s")
+
+        _log(f"soak: {SOAK_SECONDS} s at 64 connections")
+        soak = http_load.wrk("soak/product", f"{stack.base_url}/api/products/{product}", seconds=SOAK_SECONDS)
+        results["soak"] = soak.as_dict()
+        _log(f"  {soak.requests:,} requests, {soak.errors} errors")
+    finally:
+        stack.down()
+
+    results["targets"] = report.targets(results)
+    report.write(results)
+    failed = [t for t in results["targets"] if not t["met"]]
+    for t in results["targets"]:
+        _log(f"{'MET ' if t['met'] else 'MISS'} {t['name']}: {t['value']:.2f} (target {t['target']})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The comparison baseline: the same API image with an in-process pool, straight to PostgreSQL.
+
+Same code, same container limits; only the path differs: SQLAlchemy's AsyncAdaptedQueuePool
+(PGSTACK_DB_POOL_SIZE) holding SCRAM-authenticated TCP connections to PostgreSQL, no PgBouncer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import docker
+import httpx
+
+from tests.stack.compose import IMAGE_TAG, Stack, free_port
+
+POOL_SIZE = 20
+
+
+@contextmanager
+def pooled_direct_api(stack: Stack) -> Iterator[str]:
+    client = docker.from_env()
+    port = free_port()
+    container = client.containers.create(
+        f"pgstack-api:{IMAGE_TAG}",
+        name=f"{stack.project}-bench-pooled",
+        environment={
+            "PGSTACK_ENV": "production",
+            "PGSTACK_DATABASE_URL": "postgresql+psycopg://app@postgres:5432/pgstack",
+            "PGSTACK_DATABASE_PASSWORD_FILE": "/run/secrets/app_password",
+            "PGSTACK_DB_POOL_SIZE": str(POOL_SIZE),
+            "PGSTACK_OPS_TOKEN_FILE": "/run/secrets/ops_token",
+            "PGSTACK_LOG_FORMAT": "json",
+        },
+        volumes={str(stack.secrets_dir): {"bind": "/run/secrets", "mode": "ro"}},
+        tmpfs={"/run/pgstack-secrets": "", "/tmp": ""},
+        ports={"8000/tcp": ("127.0.0.1", port)},
+        network=f"{stack.project}_frontend",
+    )
+    try:
+        client.networks.get(f"{stack.project}_backend").connect(container)
+        container.start()
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"baseline API not ready:\n{container.logs().decode()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        container.remove(force=True)

@@ -1,0 +1,77 @@
+"""HTTP load with wrk (in a container on the host network, hitting 127.0.0.1), and its parsing."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+import docker
+
+from tests.stack.compose import IMAGE_TAG
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    name: str
+    connections: int
+    seconds: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int  # socket errors (connect/read/write/timeout) + non-2xx/3xx responses
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _ms(value: str) -> float:
+    match = re.fullmatch(r"([0-9.]+)(us|ms|s|m)", value.strip())
+    if not match:
+        raise ValueError(f"unparsable wrk duration {value!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_wrk(name: str, connections: int, seconds: int, output: str) -> LoadResult:
+    """Turn `wrk --latency` output into numbers; raises if wrk printed no summary."""
+    rps = re.search(r"Requests/sec:\s+([0-9.]+)", output)
+    total = re.search(r"(\d+) requests in", output)
+    p50 = re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE)
+    p99 = re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE)
+    if not (rps and total and p50 and p99):
+        raise RuntimeError(f"wrk printed no summary:\n{output}")
+    errors = 0
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    if socket_errors:
+        errors += sum(int(n) for n in socket_errors.groups())
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    if non_2xx:
+        errors += int(non_2xx.group(1))
+    return LoadResult(
+        name=name,
+        connections=connections,
+        seconds=seconds,
+        requests_per_s=float(rps.group(1)),
+        p50_ms=_ms(p50.group(1)),
+        p99_ms=_ms(p99.group(1)),
+        requests=int(total.group(1)),
+        errors=errors,
+    )
+
+
+def wrk(name: str, url: str, *, connections: int = 64, seconds: int = 15, threads: int = 2) -> LoadResult:
+    """Run wrk from the loadgen image against a URL on 127.0.0.1 (host network)."""
+    client = docker.from_env()
+    output = client.containers.run(
+        f"pgstack-loadgen:{IMAGE_TAG}",
+        ["--latency", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", url],
+        network_mode="host",
+        remove=True,
+        stderr=True,
+        ulimits=[docker.types.Ulimit(name="nofile", soft=65536, hard=65536)],
+    ).decode()
+    return parse_wrk(name, connections, seconds, output)

@@ -1,0 +1,91 @@
+"""Targets, and the three outputs of a bench run: JSON, a chart, and the table in benchmarks.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.stack.compose import REPO
+
+DOCS = REPO / "docs"
+BEGIN, END = "<!-- bench:results:begin -->", "<!-- bench:results:end -->"
+
+
+def _by_name(rows: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
+    return next(r for r in rows if r["name"].startswith(prefix))
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    cp, http = results["connect_path"], results["http"]
+    api_path = _by_name(cp, "api_path")["tps"]
+    ceiling = _by_name(cp, "ceiling")["tps"]
+    scram = _by_name(cp, "scram_tcp")["tps"]
+    nullpool = _by_name(http, "nullpool_pgbouncer/product")["requests_per_s"]
+    pooled = _by_name(http, "pooled_direct/product")["requests_per_s"]
+    livez = _by_name(http, "nullpool_pgbouncer/livez")["requests_per_s"]
+    readyz = _by_name(http, "nullpool_pgbouncer/readyz")["requests_per_s"]
+    crowd, soak = results["crowd"], results["soak"]
+    rows = [
+        ("connect path vs no-auth ceiling (pgbench -C)", api_path / ceiling, ">= 0.9", api_path / ceiling >= 0.9),
+        ("connect path vs SCRAM-4096 over TCP", api_path / scram, ">= 10", api_path / scram >= 10),
+        ("API NullPool->PgBouncer vs in-process pool direct", nullpool / pooled, ">= 0.7", nullpool / pooled >= 0.7),
+        ("/readyz vs /livez (readiness cache)", readyz / livez, ">= 0.9", readyz / livez >= 0.9),
+        (f"PostgreSQL backends at {crowd['connections']} clients", crowd["peak_server_connections"],
+         f"<= {crowd['pool_limit']}", crowd["peak_server_connections"] <= crowd["pool_limit"]),
+        (f"errors at {crowd['connections']} clients", crowd["errors"], "== 0", crowd["errors"] == 0),
+        (f"errors in a {soak['seconds']} s soak", soak["errors"], "== 0", soak["errors"] == 0),
+    ]  # fmt: skip
+    return [{"name": n, "value": float(v), "target": t, "met": bool(m)} for n, v, t, m in rows]
+
+
+def _chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    cp = results["connect_path"]
+    left.barh([r["name"] for r in cp], [r["tps"] for r in cp], color=["#2b7bb9", "#9ecae1", "#d95f0e"])
+    left.set_xlabel("new connections per second (pgbench -C, SELECT 1)")
+    left.set_title("Connect path through PgBouncer")
+    http = results["http"]
+    right.barh([r["name"] for r in http], [r["requests_per_s"] for r in http], color="#31a354")
+    right.set_xlabel("requests per second (wrk, 64 connections)")
+    right.set_title("API throughput")
+    for axis in (left, right):
+        axis.invert_yaxis()
+        axis.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"pgstack benchmarks, {results['generated_at']} ({results['machine']['cpus']} cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _table(results: dict[str, Any]) -> str:
+    lines = [f"Run of {results['generated_at']} on {results['machine']['cpus']} cores"
+             f"{' (QUICK run)' if results['machine']['quick'] else ''}.", "",
+             "| target | measured | wanted | met |", "|---|---|---|---|"]  # fmt: skip
+    for t in results["targets"]:
+        lines.append(f"| {t['name']} | {t['value']:.2f} | {t['target']} | {'yes' if t['met'] else 'NO'} |")
+    lines += ["", "| connect path | tps | failed |", "|---|---|---|"]
+    lines += [f"| {r['name']} | {r['tps']:,.0f} | {r['failed']} |" for r in results["connect_path"]]
+    lines += ["", "| HTTP | conns | req/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
+    for r in [*results["http"], results["crowd"], results["soak"]]:
+        lines.append(
+            f"| {r['name']} | {r['connections']} | {r['requests_per_s']:,.0f} | {r['p50_ms']:.2f} "
+            f"| {r['p99_ms']:.2f} | {r['errors']} |"
+        )
+    return "\n".join(lines)
+
+
+def write(results: dict[str, Any]) -> None:
+    DOCS.mkdir(exist_ok=True)
+    (DOCS / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
+    _chart(results, DOCS / "benchmarks.png")
+    md = DOCS / "benchmarks.md"
+    text = md.read_text() if md.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    md.write_text(f"{head}{BEGIN}\n{_table(results)}\n{END}{tail}")
