@@ -1,0 +1,1 @@
+"""Business rules, as functions of an open transaction (an AsyncConnection)."""

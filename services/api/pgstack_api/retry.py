@@ -1,0 +1,136 @@
+"""Retrying transient database failures: which errors, how often, how long to wait.
+
+Only errors where running the whole transaction again is safe and likely to succeed are retried:
+serialization failures (40001), deadlocks (40P01), SQLite's "database is locked", and a
+connection lost *before* COMMIT was sent (the transaction then certainly rolled back). A failure
+to connect is not retried here: the database is down and the client should get its 503 within
+the connect timeout. A failure during COMMIT is never retried: the outcome is unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import psycopg
+from sqlalchemy import exc as sa_exc
+
+T = TypeVar("T")
+
+_log = logging.getLogger(__name__)
+
+# SQLSTATEs where PostgreSQL rolled the transaction back and invites a retry.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+class CommitOutcomeUnknown(Exception):
+    """The connection failed while COMMIT was in flight: it may or may not have committed."""
+
+
+class DatabaseUnavailable(Exception):
+    """Could not get a working connection (refused, timed out, pooler refused the login)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter (AWS architecture blog, 'Exponential Backoff and
+    Jitter'): the wait before retry n is uniform in [0, min(max_delay, base_delay * 2**(n-1))],
+    which spreads colliding transactions apart instead of having them collide again in step."""
+
+    attempts: int = 5
+    base_delay: float = 0.02
+    max_delay: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts must be >= 1")
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise ValueError("delays must be >= 0")
+
+    def ceiling(self, retry: int) -> float:
+        """The largest wait before the given retry (1-based)."""
+        if retry < 1:
+            raise ValueError("retry is 1-based")
+        # Cap the exponent: 2**retry overflows float long before it matters.
+        return float(min(self.max_delay, self.base_delay * 2.0 ** min(retry - 1, 60)))
+
+    def delay(self, retry: int, rng: Callable[[], float] = random.random) -> float:
+        return rng() * self.ceiling(retry)
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    """SQLAlchemy wraps the driver's exception; the driver's carries the SQLSTATE."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
+        return exc.orig
+    return exc
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    inner = _driver_error(exc)
+    if isinstance(inner, psycopg.Error):
+        return inner.sqlstate
+    return None
+
+
+def is_sqlite_locked(exc: BaseException) -> bool:
+    inner = _driver_error(exc)
+    # sqlite3.OperationalError: "database is locked" / "database table is locked"
+    return type(inner).__name__ == "OperationalError" and "is locked" in str(inner)
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """The server or pooler went away mid-transaction (psycopg reports no SQLSTATE then)."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    inner = _driver_error(exc)
+    if isinstance(inner, psycopg.OperationalError):
+        state = inner.sqlstate
+        return state is None or state.startswith("08") or state in {"57P01", "57P02"}
+    return False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when running the whole transaction again is safe and may succeed."""
+    if isinstance(exc, (CommitOutcomeUnknown, DatabaseUnavailable)):
+        return False
+    if sqlstate(exc) in RETRYABLE_SQLSTATES:
+        return True
+    return is_sqlite_locked(exc) or is_connection_lost(exc)
+
+
+async def with_retry(
+    operation: Callable[[], Awaitable[T]],
+    policy: RetryPolicy = DEFAULT_POLICY,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rng: Callable[[], float] = random.random,
+    classify: Callable[[BaseException], bool] = is_transient,
+) -> T:
+    """Run `operation` (a whole transaction) until it succeeds, fails for good, or runs out
+    of attempts; the last error is re-raised unchanged."""
+    retry = 0
+    while True:
+        try:
+            return await operation()
+        except Exception as exc:
+            retry += 1
+            if retry >= policy.attempts or not classify(exc):
+                raise
+            wait = policy.delay(retry, rng)
+            _log.info(
+                "transient database error, retrying",
+                extra={
+                    "retry": retry,
+                    "wait_ms": round(wait * 1000, 1),
+                    "error": type(_driver_error(exc)).__name__,
+                    "sqlstate": sqlstate(exc),
+                },
+            )
+            await sleep(wait)

@@ -1,0 +1,64 @@
+"""How database failures reach the client: 503 + Retry-After for outages, 4xx for the client's
+own conflicts, never a 500 for an outage."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from pgstack_api.errors import classify_db_error
+from pgstack_api.retry import CommitOutcomeUnknown, DatabaseUnavailable
+from psycopg import errors as pg_errors
+from sqlalchemy import exc as sa_exc
+
+
+def wrapped(orig: Exception) -> sa_exc.DBAPIError:
+    return sa_exc.DBAPIError.instance("SELECT 1", {}, orig, psycopg.Error)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        DatabaseUnavailable("connection refused"),
+        TimeoutError(),
+        CommitOutcomeUnknown("lost"),
+        wrapped(psycopg.OperationalError("server closed the connection unexpectedly")),
+        # PgBouncer reports its own trouble as protocol violations (08P01).
+        wrapped(pg_errors.ProtocolViolation("server login has been failing, try again later")),
+        wrapped(pg_errors.ProtocolViolation("query_wait_timeout")),
+        wrapped(pg_errors.AdminShutdown("terminating connection due to administrator command")),
+        wrapped(pg_errors.CannotConnectNow("the database system is starting up")),
+        wrapped(pg_errors.TooManyConnections("sorry, too many clients already")),
+        wrapped(pg_errors.QueryCanceled("canceling statement due to statement timeout")),
+        sa_exc.InterfaceError("SELECT 1", {}, psycopg.InterfaceError("connection is closed")),
+    ],
+    ids=lambda e: type(getattr(e, "orig", e)).__name__,
+)
+def test_outages_are_503_database_unavailable(exc: BaseException) -> None:
+    failure = classify_db_error(exc)
+    assert failure is not None
+    assert failure.status == 503
+    assert failure.code == "database_unavailable"
+
+
+def test_a_duplicate_is_409() -> None:
+    failure = classify_db_error(wrapped(pg_errors.UniqueViolation("duplicate key value")))
+    assert failure is not None and (failure.status, failure.code) == (409, "duplicate")
+
+
+def test_persistent_serialization_failures_are_503_busy_not_500() -> None:
+    failure = classify_db_error(wrapped(pg_errors.SerializationFailure("x")))
+    assert failure is not None and (failure.status, failure.code) == (503, "database_busy")
+
+
+def test_a_missing_reference_is_404() -> None:
+    failure = classify_db_error(wrapped(pg_errors.ForeignKeyViolation("x")))
+    assert failure is not None and failure.status == 404
+
+
+def test_a_programming_error_stays_a_500() -> None:
+    failure = classify_db_error(wrapped(pg_errors.UndefinedTable("relation does not exist")))
+    assert failure is not None and failure.status == 500
+
+
+def test_non_database_errors_are_not_classified() -> None:
+    assert classify_db_error(ValueError("bug")) is None
