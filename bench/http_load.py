@@ -72,6 +72,5 @@ def wrk(name: str, url: str, *, connections: int = 64, seconds: int = 15, thread
         network_mode="host",
         remove=True,
         stderr=True,
-        ulimits=[docker.types.Ulimit(name="nofile", soft=65536, hard=65536)],
     ).decode()
     return parse_wrk(name, connections, seconds, output)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,6 +44,18 @@ def test_db_status_reports_at_head_after_deploy(bare_stack: Stack) -> None:
     bare_stack.compose("run", "--rm", "--no-deps", "migrate")
     status = bare_stack.compose("run", "--rm", "--no-deps", "migrate", "pgstack-db", "status")
     assert "head" in status.stdout.lower(), status.stdout
+
+
+def test_db_reset_with_confirm_recreates_an_empty_schema(bare_stack: Stack) -> None:
+    bare_stack.compose("run", "--rm", "--no-deps", "migrate")
+    bare_stack.psql("SET ROLE app_owner; INSERT INTO users (email, name) VALUES ('r@example.test', 'r')")
+    result = subprocess.run(
+        ["make", "--no-print-directory", "db-reset", "CONFIRM=1"],
+        cwd=REPO, env=bare_stack.env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert bare_stack.psql("SELECT count(*) FROM users") == "0"
+    assert bare_stack.psql("SELECT count(*) FROM alembic_version") == "1"
 
 
 def _pgbouncer_exit(stack: Stack, tmp_path: Path, replacements: dict[str, str]) -> tuple[int, str]:

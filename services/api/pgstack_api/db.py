@@ -52,7 +52,7 @@ def create_engine(settings: Settings, url: URL | None = None) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url)
     pooling: dict[str, Any] = (
-        {"pool_size": settings.db_pool_size, "max_overflow": 0, "pool_pre_ping": True}
+        {"pool_size": settings.db_pool_size, "max_overflow": 0}
         if settings.db_pool_size
         else {"poolclass": NullPool}
     )
@@ -161,6 +161,36 @@ class Database:
 
         return await with_retry(attempt, self.policy)
 
+    async def read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """A single-statement read in autocommit: one round trip instead of four.
+
+        BEGIN, SET LOCAL, the query and COMMIT are four round trips through PgBouncer; a lone
+        SELECT needs no transaction. Its statement timeout is then the app role's default
+        (`ALTER ROLE app SET statement_timeout`, set by the postgres init), and the whole call --
+        connect, server assignment in PgBouncer, the query -- is bounded here. Idempotent, so
+        transient failures are retried like transactions. `work` must run one statement.
+        """
+        if not is_postgres(self.engine):
+            return await self.run(work)
+        bound = self.settings.connect_timeout + self.settings.statement_timeout_ms / 1000
+
+        async def attempt() -> T:
+            conn: AsyncConnection | None = None
+            try:
+                async with asyncio.timeout(bound):
+                    conn = await self.engine.connect()
+                    await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    return await work(conn)
+            except Exception as exc:
+                if is_sqlite_locked(exc) or _is_query_error(exc):
+                    raise
+                raise DatabaseUnavailable(_reason(exc)) from exc
+            finally:
+                if conn is not None:
+                    await _quietly(conn.close())
+
+        return await with_retry(attempt, self.policy)
+
     async def ping(self) -> float:
         """SELECT 1 on a fresh connection; returns the latency in milliseconds."""
         started = time.perf_counter()
@@ -168,7 +198,7 @@ class Database:
         async def _select(conn: AsyncConnection) -> None:
             await conn.execute(text("SELECT 1"))
 
-        await self.run(_select)
+        await self.read(_select)
         return (time.perf_counter() - started) * 1000
 
 

@@ -13,13 +13,20 @@ SELECT format('CREATE ROLE %I', r) FROM unnest(ARRAY['app_owner', 'app', 'app_ba
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r)
 \gexec
 
-ALTER ROLE app_owner  WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'app_owner_password';
+ALTER ROLE app_owner  WITH LOGIN NOSUPERUSER CREATEDB   NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'app_owner_password';
 ALTER ROLE app        WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'app_password';
-ALTER ROLE app_backup WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'app_backup_password';
+ALTER ROLE app_backup WITH LOGIN NOSUPERUSER CREATEDB   NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'app_backup_password';
 GRANT pg_read_all_data TO app_backup;
+-- Backups (services/backup): app_backup creates, fills and drops a scratch database to test-restore
+-- each backup (elsewhere it only reads: pg_read_all_data is its one privilege on data).
+-- app_owner runs `make restore`: a new database, then a rename swap, after ending the app's
+-- sessions (pg_signal_backend: non-superuser backends only). Neither gets write access to data
+-- it did not have; the superuser stays local-only.
+GRANT pg_signal_backend TO app_owner;
 
--- Guard rails that hold for every session of the role, pooled or not.
-ALTER ROLE app SET statement_timeout = '30s';
+-- Guard rails that hold for every session of the role, pooled or not. 5 s is the API's budget
+-- for a statement: its autocommit reads rely on this default, its transactions SET LOCAL their own.
+ALTER ROLE app SET statement_timeout = '5s';
 ALTER ROLE app SET idle_in_transaction_session_timeout = '15s';
 ALTER ROLE app_backup SET default_transaction_read_only = on;
 

@@ -13,7 +13,7 @@ from pgstack_api.schemas import PageParams, ProductIn
 
 async def list_products(request: Request) -> JSONResponse:
     page = parse_query(request, PageParams)
-    return JSONResponse(await database(request).run(lambda c: catalog.list_products(c, page)))
+    return JSONResponse(await database(request).read(lambda c: catalog.list_products(c, page)))
 
 
 async def create_product(request: Request) -> JSONResponse:
@@ -26,7 +26,7 @@ async def create_product(request: Request) -> JSONResponse:
 
 async def get_product(request: Request) -> JSONResponse:
     product_id = path_id(request, "product")
-    return JSONResponse(await database(request).run(lambda c: catalog.get_product(c, product_id)))
+    return JSONResponse(await database(request).read(lambda c: catalog.get_product(c, product_id)))
 
 
 routes = [

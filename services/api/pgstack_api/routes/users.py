@@ -19,7 +19,7 @@ async def create_user(request: Request) -> JSONResponse:
 
 async def get_user(request: Request) -> JSONResponse:
     user_id = path_id(request, "user")
-    return JSONResponse(await database(request).run(lambda c: catalog.get_user(c, user_id)))
+    return JSONResponse(await database(request).read(lambda c: catalog.get_user(c, user_id)))
 
 
 routes = [
