@@ -6,7 +6,6 @@ BENCH_QUICK=1 shortens every phase (for trying the harness, not for the publishe
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -40,7 +39,12 @@ def _seed_product(base_url: str) -> int:
     with httpx.Client(base_url=base_url, timeout=10) as http:
         response = http.post(
             "/api/products",
-            json={"sku": f"BENCH-{uuid.uuid4().hex[:8]}", "name": "Bench", "price_cents": 100, "stock": 10},
+            json={
+                "sku": f"BENCH-{uuid.uuid4().hex[:8]}",
+                "name": "Bench",
+                "price_cents": 100,
+                "stock": 10,
+            },
         )
         response.raise_for_status()
         return int(response.json()["id"])
@@ -52,7 +56,8 @@ def _server_connections_while(stack: Stack, work: threading.Thread) -> int:
     work.start()
     while work.is_alive():
         count = int(stack.psql(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend'"
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE usename = 'app' AND backend_type = 'client backend'"
         ))  # fmt: skip
         peak = max(peak, count)
         time.sleep(0.5)
@@ -63,7 +68,9 @@ def _server_connections_while(stack: Stack, work: threading.Thread) -> int:
 def main() -> int:
     client = docker.from_env()
     secrets_dir = Path(tempfile.mkdtemp(prefix="pgstack-bench-secrets-"))
-    subprocess.run([str(REPO / "scripts/secrets.sh"), str(secrets_dir)], check=True, capture_output=True)
+    subprocess.run(
+        [str(REPO / "scripts/secrets.sh"), str(secrets_dir)], check=True, capture_output=True
+    )
     _log("building images")
     build_images(secrets_dir)
     client.images.build(
@@ -89,19 +96,32 @@ def main() -> int:
 
         product = _seed_product(stack.base_url)
         http_results = []
-        for name, path in (("livez", "/livez"), ("readyz", "/readyz"), ("product", f"/api/products/{product}")):
+        for name, path in (
+            ("livez", "/livez"),
+            ("readyz", "/readyz"),
+            ("product", f"/api/products/{product}"),
+        ):
             _log(f"HTTP {name}: 64 connections, {HTTP_SECONDS} s (NullPool -> PgBouncer)")
             http_results.append(
-                http_load.wrk(f"nullpool_pgbouncer/{name}", f"{stack.base_url}{path}", seconds=HTTP_SECONDS)
+                http_load.wrk(
+                    f"nullpool_pgbouncer/{name}", f"{stack.base_url}{path}", seconds=HTTP_SECONDS
+                )
             )
         with pooled_direct_api(stack) as baseline_url:
             _log(f"HTTP product: 64 connections, {HTTP_SECONDS} s (in-process pool -> PostgreSQL)")
             http_results.append(
-                http_load.wrk("pooled_direct/product", f"{baseline_url}/api/products/{product}", seconds=HTTP_SECONDS)
+                http_load.wrk(
+                    "pooled_direct/product",
+                    f"{baseline_url}/api/products/{product}",
+                    seconds=HTTP_SECONDS,
+                )
             )
         results["http"] = [r.as_dict() for r in http_results]
         for r in http_results:
-            _log(f"  {r.name}: {r.requests_per_s:,.0f} req/s p50 {r.p50_ms:.2f} ms p99 {r.p99_ms:.2f} ms, {r.errors} errors")
+            _log(
+                f"  {r.name}: {r.requests_per_s:,.0f} req/s p50 {r.p50_ms:.2f} ms"
+                f" p99 {r.p99_ms:.2f} ms, {r.errors} errors"
+            )
 
         _log(f"{CROWD} concurrent clients for {HTTP_SECONDS + 5} s: PostgreSQL backends in use")
         crowd: dict[str, http_load.LoadResult] = {}
@@ -113,10 +133,15 @@ def main() -> int:
         peak = _server_connections_while(stack, work)
         results["crowd"] = {**crowd["r"].as_dict(), "peak_server_connections": peak,
                             "pool_limit": 25, "max_db_connections": 30}  # fmt: skip
-        _log(f"  peak backends {peak}, {crowd['r'].errors} errors, {crowd['r'].requests_per_s:,.0f} req/s")
+        _log(
+            f"  peak backends {peak}, {crowd['r'].errors} errors,"
+            f" {crowd['r'].requests_per_s:,.0f} req/s"
+        )
 
         _log(f"soak: {SOAK_SECONDS} s at 64 connections")
-        soak = http_load.wrk("soak/product", f"{stack.base_url}/api/products/{product}", seconds=SOAK_SECONDS)
+        soak = http_load.wrk(
+            "soak/product", f"{stack.base_url}/api/products/{product}", seconds=SOAK_SECONDS
+        )
         results["soak"] = soak.as_dict()
         _log(f"  {soak.requests:,} requests, {soak.errors} errors")
     finally:
@@ -126,7 +151,9 @@ def main() -> int:
     report.write(results)
     failed = [t for t in results["targets"] if not t["met"]]
     for t in results["targets"]:
-        _log(f"{'MET ' if t['met'] else 'MISS'} {t['name']}: {t['value']:.2f} (target {t['target']})")
+        _log(
+            f"{'MET ' if t['met'] else 'MISS'} {t['name']}: {t['value']:.2f} (target {t['target']})"
+        )
     return 1 if failed else 0
 
 

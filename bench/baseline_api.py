@@ -34,7 +34,7 @@ def pooled_direct_api(stack: Stack) -> Iterator[str]:
             "PGSTACK_LOG_FORMAT": "json",
         },
         volumes={str(stack.secrets_dir): {"bind": "/run/secrets", "mode": "ro"}},
-        tmpfs={"/run/pgstack-secrets": "", "/tmp": ""},
+        tmpfs={"/run/pgstack-secrets": "", "/tmp": ""},  # noqa: S108 -- the container's own tmpfs
         ports={"8000/tcp": ("127.0.0.1", port)},
         network=f"{stack.project}_frontend",
     )

@@ -1,7 +1,7 @@
 """`pgbench -C` on the API's connect path, against its ceiling and SCRAM over TCP, in one run.
 
 Three PgBouncers from the same image and config, differing only in authentication:
-  api_path  the stack's own PgBouncer: unix socket on a shared volume, peer auth (what the API uses);
+  api_path  the stack's own PgBouncer: unix socket on a shared volume, peer auth (the API's path);
   ceiling   the same path with trust (no authentication at all): the upper bound;
   scram_tcp SCRAM-SHA-256 (4096 iterations) over TCP, PgBouncer holding the role's stored verifier
             (the best SCRAM setup: no plaintext, server login reuses the client's proof).
@@ -10,6 +10,7 @@ Each runs `SELECT 1` with a new connection per transaction (-C), like NullPool p
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 import time
@@ -33,13 +34,16 @@ class PgbenchResult:
     failed: int
 
 
-def _pgbench(stack: Stack, dsn: str, *, user: str, volume: str | None, env: dict[str, str]) -> tuple[float, int]:
+def _pgbench(
+    stack: Stack, dsn: str, *, user: str, volume: str | None, env: dict[str, str]
+) -> tuple[float, int]:
     client = docker.from_env()
     script = "SELECT 1;\n"
     volumes = {volume: {"bind": "/run/pgbouncer", "mode": "rw"}} if volume else {}
     output = client.containers.run(
         f"pgstack-postgres:{IMAGE_TAG}",
-        ["bash", "-c", f"printf '{script}' > /tmp/s.sql && exec pgbench -n -C -c {CLIENTS} -j {THREADS} "
+        ["bash", "-c", f"printf '{script}' > /tmp/s.sql && exec pgbench -n -C -c {CLIENTS} "
+         f"-j {THREADS} "
          f"-T {SECONDS} -f /tmp/s.sql '{dsn}'"],
         entrypoint=[],
         user=user,
@@ -56,8 +60,10 @@ def _pgbench(stack: Stack, dsn: str, *, user: str, volume: str | None, env: dict
     return float(match.group(1)), int(failed.group(1)) if failed else 0
 
 
-def _variant_pgbouncer(stack: Stack, name: str, hba: str, extra_ini: dict[str, str], files: dict[str, str]) -> tuple[str, str]:
-    """Start a PgBouncer like the stack's, with another hba file; returns (container, socket volume)."""
+def _variant_pgbouncer(
+    stack: Stack, name: str, hba: str, extra_ini: dict[str, str], files: dict[str, str]
+) -> tuple[str, str]:
+    """Start a PgBouncer like the stack's with another hba; returns (container, socket volume)."""
     client = docker.from_env()
     workdir = Path(tempfile.mkdtemp(prefix=f"pgstack-bench-{name}-"))
     workdir.chmod(0o755)
@@ -80,7 +86,10 @@ def _variant_pgbouncer(stack: Stack, name: str, hba: str, extra_ini: dict[str, s
         network=f"{stack.project}_backend",
         volumes={
             str(workdir / "pgbouncer.ini"): {"bind": "/etc/pgstack/pgbouncer.ini", "mode": "ro"},
-            str(workdir / "pgbouncer_hba.conf"): {"bind": "/etc/pgstack/pgbouncer_hba.conf", "mode": "ro"},
+            str(workdir / "pgbouncer_hba.conf"): {
+                "bind": "/etc/pgstack/pgbouncer_hba.conf",
+                "mode": "ro",
+            },
             str(workdir): {"bind": "/etc/bench", "mode": "ro"},
             str(stack.secrets_dir): {"bind": "/run/secrets", "mode": "ro"},
             volume: {"bind": "/run/pgbouncer", "mode": "rw"},
@@ -90,7 +99,9 @@ def _variant_pgbouncer(stack: Stack, name: str, hba: str, extra_ini: dict[str, s
     while b"process up" not in container.logs():
         container.reload()
         if container.status == "exited" or time.monotonic() > deadline:
-            raise RuntimeError(f"bench PgBouncer {name} did not start:\n{container.logs().decode()}")
+            raise RuntimeError(
+                f"bench PgBouncer {name} did not start:\n{container.logs().decode()}"
+            )
         time.sleep(0.2)
     return container.name, volume
 
@@ -101,9 +112,7 @@ def run(stack: Stack) -> list[PgbenchResult]:
     assert verifier.startswith("SCRAM-SHA-256$4096:"), "expected a SCRAM-4096 verifier for app"
     started: list[str] = []
     try:
-        trust, trust_volume = _variant_pgbouncer(
-            stack, "trust", "local all all trust\n", {}, {}
-        )
+        trust, trust_volume = _variant_pgbouncer(stack, "trust", "local all all trust\n", {}, {})
         started.append(trust)
         scram, _ = _variant_pgbouncer(
             stack,
@@ -134,7 +143,5 @@ def run(stack: Stack) -> list[PgbenchResult]:
         for name in started:
             client.containers.get(name).remove(force=True)
         for name in ("trust", "scram"):
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 client.volumes.get(f"{stack.project}_bench-{name}-socket").remove(force=True)
-            except docker.errors.NotFound:
-                pass

@@ -63,7 +63,9 @@ def parse_wrk(name: str, connections: int, seconds: int, output: str) -> LoadRes
     )
 
 
-def wrk(name: str, url: str, *, connections: int = 64, seconds: int = 15, threads: int = 2) -> LoadResult:
+def wrk(
+    name: str, url: str, *, connections: int = 64, seconds: int = 15, threads: int = 2
+) -> LoadResult:
     """Run wrk from the loadgen image against a URL on 127.0.0.1 (host network)."""
     client = docker.from_env()
     output = client.containers.run(

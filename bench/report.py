@@ -27,13 +27,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     readyz = _by_name(http, "nullpool_pgbouncer/readyz")["requests_per_s"]
     crowd, soak = results["crowd"], results["soak"]
     rows = [
-        ("connect path vs no-auth ceiling (pgbench -C)", api_path / ceiling, ">= 0.9", api_path / ceiling >= 0.9),
+        ("connect path vs no-auth ceiling (pgbench -C)", api_path / ceiling, ">= 0.9",
+         api_path / ceiling >= 0.9),
         ("connect path vs SCRAM-4096 over TCP", api_path / scram, ">= 10", api_path / scram >= 10),
-        ("API NullPool->PgBouncer vs in-process pool direct", nullpool / pooled, ">= 0.7", nullpool / pooled >= 0.7),
+        ("API NullPool->PgBouncer vs in-process pool direct", nullpool / pooled, ">= 0.7",
+         nullpool / pooled >= 0.7),
         ("/readyz vs /livez (readiness cache)", readyz / livez, ">= 0.9", readyz / livez >= 0.9),
         (f"PostgreSQL backends at {crowd['connections']} clients", crowd["peak_server_connections"],
          f"<= {crowd['pool_limit']}", crowd["peak_server_connections"] <= crowd["pool_limit"]),
-        (f"errors at {crowd['connections']} clients", crowd["errors"], "== 0", crowd["errors"] == 0),
+        (f"errors at {crowd['connections']} clients", crowd["errors"], "== 0",
+         crowd["errors"] == 0),
         (f"errors in a {soak['seconds']} s soak", soak["errors"], "== 0", soak["errors"] == 0),
     ]  # fmt: skip
     return [{"name": n, "value": float(v), "target": t, "met": bool(m)} for n, v, t, m in rows]
@@ -47,7 +50,9 @@ def _chart(results: dict[str, Any], path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     cp = results["connect_path"]
-    left.barh([r["name"] for r in cp], [r["tps"] for r in cp], color=["#2b7bb9", "#9ecae1", "#d95f0e"])
+    left.barh(
+        [r["name"] for r in cp], [r["tps"] for r in cp], color=["#2b7bb9", "#9ecae1", "#d95f0e"]
+    )
     left.set_xlabel("new connections per second (pgbench -C, SELECT 1)")
     left.set_title("Connect path through PgBouncer")
     http = results["http"]
@@ -57,7 +62,9 @@ def _chart(results: dict[str, Any], path: Path) -> None:
     for axis in (left, right):
         axis.invert_yaxis()
         axis.grid(axis="x", alpha=0.3)
-    fig.suptitle(f"pgstack benchmarks, {results['generated_at']} ({results['machine']['cpus']} cores)")
+    fig.suptitle(
+        f"pgstack benchmarks, {results['generated_at']} ({results['machine']['cpus']} cores)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -68,10 +75,16 @@ def _table(results: dict[str, Any]) -> str:
              f"{' (QUICK run)' if results['machine']['quick'] else ''}.", "",
              "| target | measured | wanted | met |", "|---|---|---|---|"]  # fmt: skip
     for t in results["targets"]:
-        lines.append(f"| {t['name']} | {t['value']:.2f} | {t['target']} | {'yes' if t['met'] else 'NO'} |")
+        lines.append(
+            f"| {t['name']} | {t['value']:.2f} | {t['target']} | {'yes' if t['met'] else 'NO'} |"
+        )
     lines += ["", "| connect path | tps | failed |", "|---|---|---|"]
     lines += [f"| {r['name']} | {r['tps']:,.0f} | {r['failed']} |" for r in results["connect_path"]]
-    lines += ["", "| HTTP | conns | req/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| HTTP | conns | req/s | p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in [*results["http"], results["crowd"], results["soak"]]:
         lines.append(
             f"| {r['name']} | {r['connections']} | {r['requests_per_s']:,.0f} | {r['p50_ms']:.2f} "

@@ -77,7 +77,9 @@ class Stack:
         )
 
     def up(self, *services: str) -> None:
-        result = self.compose("up", "--detach", "--wait", "--wait-timeout", "240", *services, check=False)
+        result = self.compose(
+            "up", "--detach", "--wait", "--wait-timeout", "240", *services, check=False
+        )
         if result.returncode != 0:
             logs = self.compose("logs", "--no-color", "--tail=60", check=False).stdout
             raise AssertionError(f"compose up failed:\n{result.stderr}\n--- logs ---\n{logs}")

@@ -18,7 +18,9 @@ def test_readyz_is_ready_through_pgbouncer(stack: Stack) -> None:
     assert response.status_code == 200, response.text
 
 
-def test_health_has_the_guides_shape_and_hides_versions_from_anonymous_callers(stack: Stack) -> None:
+def test_health_has_the_guides_shape_and_hides_versions_from_anonymous_callers(
+    stack: Stack,
+) -> None:
     with stack.http() as http:
         body = http.get("/api/health").json()
     for key in ("status", "timestamp", "uptime", "database", "migration"):

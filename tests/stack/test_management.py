@@ -24,7 +24,9 @@ def test_db_check_reports_both_paths_pools_and_tables(stack: Stack) -> None:
         assert report[path]["ok"] is True
         assert report[path]["server_version"].startswith("17."), report[path]
     assert report["pgbouncer"]["ok"] is True
-    assert any(p["database"] == "pgstack" for p in report["pgbouncer"]["pools"]), report["pgbouncer"]
+    assert any(p["database"] == "pgstack" for p in report["pgbouncer"]["pools"]), report[
+        "pgbouncer"
+    ]
     assert {"users", "products", "orders", "order_items"} <= set(report["tables"])
 
 
@@ -37,12 +39,15 @@ def test_db_status_is_at_head(stack: Stack) -> None:
 def test_db_seed_is_idempotent(stack: Stack) -> None:
     first = make(stack, "db-seed")
     assert first.returncode == 0, first.stdout + first.stderr
-    counts = stack.psql("SELECT (SELECT count(*) FROM users) || '/' || (SELECT count(*) FROM products)")
+    counts = stack.psql(
+        "SELECT (SELECT count(*) FROM users) || '/' || (SELECT count(*) FROM products)"
+    )
     second = make(stack, "db-seed")
     assert second.returncode == 0, second.stdout + second.stderr
-    assert stack.psql(
-        "SELECT (SELECT count(*) FROM users) || '/' || (SELECT count(*) FROM products)"
-    ) == counts
+    assert (
+        stack.psql("SELECT (SELECT count(*) FROM users) || '/' || (SELECT count(*) FROM products)")
+        == counts
+    )
 
 
 def test_db_init_is_idempotent_and_keeps_the_stack_working(stack: Stack) -> None:

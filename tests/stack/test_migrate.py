@@ -33,7 +33,8 @@ def test_two_concurrent_migrate_runs_both_succeed_and_leave_one_schema(bare_stac
         assert code == 0, output
     assert bare_stack.psql("SELECT count(*) FROM alembic_version") == "1"
     tables = bare_stack.psql(
-        "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'"
+        "SELECT string_agg(tablename, ',' ORDER BY tablename)"
+        " FROM pg_tables WHERE schemaname = 'public'"
     )
     assert tables == "alembic_version,order_items,orders,products,users"
     owner = bare_stack.psql("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")
@@ -48,7 +49,9 @@ def test_db_status_reports_at_head_after_deploy(bare_stack: Stack) -> None:
 
 def test_db_reset_with_confirm_recreates_an_empty_schema(bare_stack: Stack) -> None:
     bare_stack.compose("run", "--rm", "--no-deps", "migrate")
-    bare_stack.psql("SET ROLE app_owner; INSERT INTO users (email, name) VALUES ('r@example.test', 'r')")
+    bare_stack.psql(
+        "SET ROLE app_owner; INSERT INTO users (email, name) VALUES ('r@example.test', 'r')"
+    )
     result = subprocess.run(
         ["make", "--no-print-directory", "db-reset", "CONFIRM=1"],
         cwd=REPO, env=bare_stack.env, capture_output=True, text=True, timeout=300, check=False,

@@ -15,7 +15,9 @@ from tests.stack.compose import Stack
 ANSWER_BOUND_S = 15.0
 
 
-def _timed(http: httpx.Client, method: str, path: str, **kwargs: object) -> tuple[httpx.Response, float]:
+def _timed(
+    http: httpx.Client, method: str, path: str, **kwargs: object
+) -> tuple[httpx.Response, float]:
     started = time.monotonic()
     response = http.request(method, path, **kwargs)  # type: ignore[arg-type]
     return response, time.monotonic() - started
@@ -81,4 +83,6 @@ def test_an_outage_gives_503_with_retry_after_and_the_api_recovers_by_itself(
         assert http.get("/api/health").status_code == 200
 
     stack.container("api").reload()
-    assert stack.container("api").attrs["State"]["StartedAt"] == api_started, "the API was restarted"
+    assert stack.container("api").attrs["State"]["StartedAt"] == api_started, (
+        "the API was restarted"
+    )

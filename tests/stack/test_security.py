@@ -48,7 +48,10 @@ def test_the_app_role_cannot_run_ddl_but_can_read_and_write(stack: Stack) -> Non
 @pytest.mark.parametrize(
     ("dsn", "secret"),
     [
-        ("host=pgbouncer port=6432 dbname=pgbouncer user=pgbouncer_stats", "pgbouncer_stats_password"),
+        (
+            "host=pgbouncer port=6432 dbname=pgbouncer user=pgbouncer_stats",
+            "pgbouncer_stats_password",
+        ),
         ("host=postgres port=5432 dbname=pgstack user=app_owner", "app_owner_password"),
     ],
 )
@@ -111,10 +114,11 @@ def test_no_secret_appears_in_inspect_image_history_or_logs(stack: Stack) -> Non
 
 
 def test_the_ca_bundle_build_secret_is_not_in_any_layer(stack: Stack) -> None:
-    exit_code, out = stack.exec("api", "sh", "-c", "ls /run/secrets/ca_bundle 2>&1; echo $PIP_CERT")
+    _, out = stack.exec("api", "sh", "-c", "ls /run/secrets/ca_bundle 2>&1; echo $PIP_CERT")
     assert "No such file" in out
     history = subprocess.run(
-        ["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", f"pgstack-api:{IMAGE_TAG}"],
+        ["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}",
+         f"pgstack-api:{IMAGE_TAG}"],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert "BEGIN CERTIFICATE" not in history

@@ -21,7 +21,12 @@ def test_sigterm_lets_every_in_flight_request_finish(private_stack: Stack) -> No
     with stack.http() as http:
         product = http.post(
             "/api/products",
-            json={"sku": f"SIG-{uuid.uuid4().hex[:10]}", "name": "x", "price_cents": 1, "stock": 100},
+            json={
+                "sku": f"SIG-{uuid.uuid4().hex[:10]}",
+                "name": "x",
+                "price_cents": 1,
+                "stock": 100,
+            },
         ).json()["id"]
         user = http.post(
             "/api/users", json={"email": f"{uuid.uuid4().hex}@example.test", "name": "u"}
@@ -34,7 +39,9 @@ def test_sigterm_lets_every_in_flight_request_finish(private_stack: Stack) -> No
         f"SELECT pg_sleep({LOCK_HOLD_S}); COMMIT;"
     )
     stack.container("postgres").exec_run(
-        ["psql", "--no-psqlrc", "--dbname=pgstack", "--command", lock_sql], user="postgres", detach=True
+        ["psql", "--no-psqlrc", "--dbname=pgstack", "--command", lock_sql],
+        user="postgres",
+        detach=True,
     )
     time.sleep(0.5)
 
