@@ -84,6 +84,36 @@ db-reset: preflight ## Drop and recreate the schema: every row is lost. Needs CO
 		echo "db-reset drops every table and row of $(COMPOSE_PROJECT_NAME). Run: make db-reset CONFIRM=1" >&2; exit 4; fi
 	@$(DB_CLI) reset --yes
 
+##@ Backup (services/backup; runbook: docs/operations.md "Backups and restores")
+# BACKUP names a backup (make backup-list) or "latest".
+BACKUP ?= latest
+# The running service does the work, as its own user (the same code path as the schedule).
+BACKUP_CLI := $(COMPOSE) exec --no-TTY --user pgbackup backup pgstack-backup
+# Restore runs in a one-off container: only it gets the owner role's password.
+BACKUP_ADMIN := $(COMPOSE) run --rm --no-deps --no-TTY backup pgstack-backup
+
+.PHONY: backup backup-list verify-backup restore
+backup: preflight ## Take a backup now: dump, verify (test restore), retention, off-site copy.
+	@$(BACKUP_CLI) run
+
+backup-list: preflight ## List backups: name, size, migration revision, rows, verification.
+	@$(BACKUP_CLI) list
+
+verify-backup: preflight ## Verify BACKUP (default latest): checksums, contents, a real test restore.
+	@$(BACKUP_CLI) verify $(BACKUP)
+
+restore: preflight ## Restore BACKUP=<name|latest> over the live data (API answers 503 meanwhile). Needs CONFIRM=1.
+	@if [[ "$(CONFIRM)" != 1 ]]; then \
+		echo "restore replaces every row of $(COMPOSE_PROJECT_NAME) with backup '$(BACKUP)' (a safety backup is taken first)." >&2; \
+		echo "Run: make restore BACKUP=$(BACKUP) CONFIRM=1" >&2; exit 4; fi
+	@$(BACKUP_ADMIN) restore $(BACKUP) --yes
+	@echo "migrations to head (a no-op when the backup is at head):"
+	@$(COMPOSE) run --rm --no-TTY migrate || { \
+		echo "error: migrations failed; the API stays locked out (503). Fix, then: make db-deploy db-init && $(BACKUP_ADMIN) reopen" >&2; exit 1; }
+	@$(COMPOSE) exec --no-TTY postgres pgstack-db-init
+	@$(BACKUP_ADMIN) reopen
+	@echo "restored '$(BACKUP)'; the API serves it again. The replaced database is kept (see above) until you drop it."
+
 ##@ Development
 .PHONY: dev test test-unit lint bench
 dev: ## Run the API on the host against SQLite, with reload (no Docker needed).

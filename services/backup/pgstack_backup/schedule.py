@@ -1,0 +1,62 @@
+"""The long-running service: run at each cron time of BACKUP_SCHEDULE in BACKUP_TZ.
+
+croniter (Debian's python3-croniter) computes the times; this loop only sleeps until the next one.
+A run that is still going at the next time makes that time be skipped (the lock), never doubled.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import datetime
+from types import FrameType
+
+from croniter import croniter
+
+from pgstack_backup import db, log, runner, state
+from pgstack_backup.settings import Settings
+from pgstack_backup.store import Store
+
+_stop = threading.Event()
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    log.event("stopping", signal=signal.Signals(signum).name)
+    _stop.set()
+
+
+def serve(settings: Settings) -> int:
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    store = Store(settings.backup_dir)
+    store.ensure()
+    versions = db.check_versions(settings)  # a mismatch ends the service, loudly
+    current = state.load(store.state_path)
+    if not current.get("since"):
+        state.save({**current, "since": log.iso(log.now())}, store.state_path)
+    else:
+        state.save(current, store.state_path)  # refresh the tmpfs copy after a restart
+    interval = state.schedule_interval(settings.schedule, settings.tz, log.now())
+    log.event("serve", schedule=settings.schedule, tz=str(settings.tz),
+              interval_s=interval.total_seconds(), **versions)  # fmt: skip
+    if settings.on_start:
+        _run_guarded(settings)
+    times = croniter(settings.schedule, log.now().astimezone(settings.tz))
+    while not _stop.is_set():
+        due = times.get_next(datetime)
+        log.event("next_run", at=log.iso(due))
+        if _stop.wait(max(0.0, (due - log.now()).total_seconds())):
+            break
+        _run_guarded(settings)
+        # A run longer than the interval: skip the times already past rather than run late twice.
+        times = croniter(settings.schedule, log.now().astimezone(settings.tz))
+    return 0
+
+
+def _run_guarded(settings: Settings) -> None:
+    try:
+        runner.run(settings)
+    except runner.Busy:
+        pass
+    except Exception:  # noqa: BLE001 -- recorded by runner.run (health, log, webhook); keep serving
+        pass

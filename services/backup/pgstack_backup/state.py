@@ -1,0 +1,60 @@
+"""Run state for the health check: last verified success, last failure.
+
+Written to the backup volume (survives restarts) and to a tmpfs copy (still written when the
+volume is full, which is exactly when health must turn red). The healthcheck reads the newer.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from croniter import croniter
+
+from pgstack_backup import log
+from pgstack_backup.store import read_json, write_json_atomic
+
+TMPFS_STATE = Path("/run/pgstack-backup/state.json")
+
+
+def load(volume_path: Path, tmpfs_path: Path = TMPFS_STATE) -> dict[str, Any]:
+    found = [s for s in (read_json(volume_path), read_json(tmpfs_path)) if s]
+    return max(found, key=lambda s: s.get("updated_at", "")) if found else {}
+
+
+def save(state: dict[str, Any], volume_path: Path, tmpfs_path: Path = TMPFS_STATE) -> None:
+    state = {**state, "updated_at": log.iso(log.now())}
+    errors = []
+    for path in (volume_path, tmpfs_path):
+        try:
+            write_json_atomic(path, state)
+        except OSError as exc:
+            errors.append(f"{path}: {exc}")
+    if errors:
+        log.event("state_not_saved", errors=errors)
+
+
+def schedule_interval(schedule: str, tz: Any, start: datetime) -> timedelta:
+    """The longest gap between consecutive runs over the next 20 (irregular crons included)."""
+    it = croniter(schedule, start.astimezone(tz))
+    times = [it.get_next(datetime) for _ in range(21)]
+    return max(b - a for a, b in zip(times, times[1:], strict=False))
+
+
+def health(state: dict[str, Any], interval: timedelta, at: datetime) -> tuple[bool, str]:
+    """Healthy when the last run did not fail and the last verified success (or, before the
+    first one, the service's first start) is at most 1.5 schedule intervals old."""
+    success = state.get("last_success") or {}
+    failure = state.get("last_failure") or {}
+    if failure and failure.get("at", "") > success.get("at", ""):
+        return False, f"the last run failed at {failure['at']}: {failure.get('error', '?')}"
+    reference = success.get("at") or state.get("since")
+    if not reference:
+        return False, "no state yet: the service has not started"
+    age = at - datetime.fromisoformat(reference.replace("Z", "+00:00"))
+    limit = interval * 1.5
+    if age > limit:
+        what = "last verified backup" if success else "service start, and no backup since,"
+        return False, f"{what} {age} ago, more than 1.5 x the schedule interval ({limit})"
+    return True, f"last verified backup {success.get('name', 'none yet')}, {age} ago"
