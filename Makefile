@@ -4,7 +4,14 @@ SHELL := bash
 .DEFAULT_GOAL := help
 MAKEFLAGS += --no-builtin-rules --no-print-directory
 
-# ---- Knobs (override on the command line or in the environment) -------------------------------
+# ---- Knobs: command line > environment > .env (see .env.example) > the defaults below ------------
+# .env is read like compose reads it: a variable already in the environment wins. Simple KEY=value
+# lines only.
+ifneq (,$(wildcard .env))
+$(foreach key,$(shell sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' .env),\
+	$(if $(filter environment command line,$(origin $(key))),,\
+		$(eval $(key) := $(shell sed -n 's/^$(key)=//p' .env))))
+endif
 COMPOSE_PROJECT_NAME ?= pgstack
 PGSTACK_HTTP_PORT ?= 8000
 PGSTACK_HTTP_BIND ?= 127.0.0.1
@@ -112,7 +119,23 @@ restore: preflight ## Restore BACKUP=<name|latest> over the live data (API answe
 		echo "error: migrations failed; the API stays locked out (503). Fix, then: make db-deploy db-init && $(BACKUP_ADMIN) reopen" >&2; exit 1; }
 	@$(COMPOSE) exec --no-TTY postgres pgstack-db-init
 	@$(BACKUP_ADMIN) reopen
+	@# PgBouncer retries a failed server login after server_login_retry (1 s): wait for /readyz.
+	@$(COMPOSE) exec --no-TTY api python3 -c "$$API_READY_WAIT"
 	@echo "restored '$(BACKUP)'; the API serves it again. The replaced database is kept (see above) until you drop it."
+
+# Polls the API's /readyz from inside its container for up to 30 s.
+define API_READY_WAIT
+import time, urllib.request
+for _ in range(60):
+    try:
+        if urllib.request.urlopen("http://127.0.0.1:8000/readyz", timeout=2).status == 200:
+            print("api: ready"); break
+    except OSError:
+        time.sleep(0.5)
+else:
+    raise SystemExit("api: /readyz is not 200 after 30 s; see make logs SERVICE=api")
+endef
+export API_READY_WAIT
 
 ##@ Development
 .PHONY: dev test test-unit lint bench

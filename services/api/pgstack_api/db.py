@@ -23,8 +23,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -181,8 +183,9 @@ class Database:
                     conn = await self.engine.connect()
                     await conn.execution_options(isolation_level="AUTOCOMMIT")
                     return await work(conn)
-            except Exception as exc:
-                if is_sqlite_locked(exc) or _is_query_error(exc):
+            except (SQLAlchemyError, psycopg.Error, OSError, TimeoutError) as exc:
+                # Only database trouble becomes 503; the work's own errors (404, ...) pass.
+                if _is_query_error(exc):
                     raise
                 raise DatabaseUnavailable(_reason(exc)) from exc
             finally:
