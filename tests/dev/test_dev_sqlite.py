@@ -1,12 +1,13 @@
-"""`make dev` on SQLite serves the same order flow as the stack: the real command
-(`pgstack-db dev`) in a subprocess on 127.0.0.1, migrated and seeded, driven over HTTP."""
+"""`make dev` on SQLite serves the same order flow as the stack: the real make target (its own
+venv from the hashed lock, `pgstack-db dev` with reload) on 127.0.0.1, migrated and seeded,
+driven over HTTP."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-API_DIR = Path(__file__).resolve().parents[2] / "services" / "api"
+REPO = Path(__file__).resolve().parents[2]
+API_DIR = REPO / "services" / "api"
 
 
 def _free_port() -> int:
@@ -30,32 +32,35 @@ def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PGSTACK_")}
     env.update(PGSTACK_ALEMBIC_INI=str(API_DIR / "alembic.ini"), PGSTACK_LOG_FORMAT="json")
+    database = workdir / "var" / "dev.db"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pgstack_api.cli", "dev", "--no-reload", "--port", str(port)],
-        cwd=workdir,
+        ["make", "--no-print-directory", "-C", str(REPO), "dev", f"PORT={port}",
+         f"DEV_DATABASE_URL=sqlite+aiosqlite:///{database}"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-    )
+        start_new_session=True,  # uvicorn's reloader has children: stop the whole group
+    )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 180  # the first run builds the venv from the lock
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"pgstack-db dev exited {proc.returncode}:\n{proc.stdout.read()}")  # type: ignore[union-attr]
+                output = proc.stdout.read() if proc.stdout else ""
+                pytest.fail(f"make dev exited {proc.returncode}:\n{output}")
             try:
                 if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail("pgstack-db dev did not become ready in 30 s")
+                pytest.fail("make dev did not become ready in 180 s")
             time.sleep(0.2)
-        assert (workdir / "var" / "dev.db").is_file()
+        assert database.is_file()
         yield base
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
         if proc.stdout is not None:
             proc.stdout.close()
