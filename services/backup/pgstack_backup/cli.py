@@ -53,14 +53,20 @@ def _drop_root(argv: Sequence[str]) -> None:
 
 
 def _list(settings: Settings) -> Exit:
+    """One line per backup, oldest first; checksums are re-read, so damage shows here."""
     for backup in Store(settings.backup_dir).backups():
         manifest = backup.manifest or {}
         record = backup.verification or {}
-        verified = ("ok " + record["verified_at"]) if record.get("ok") else (
-            "FAILED: " + str(record.get("error", ""))[:80] if record else "not verified")
+        problems = backup.checksum_problems()
+        if problems:
+            status = "DAMAGED: " + "; ".join(problems)
+        elif record.get("ok"):
+            status = f"verified {record['verified_at']}"
+        else:
+            status = "FAILED verification: " + str(record.get("error", ""))[:100] if record else "not verified"
+        rows = sum(manifest.get("tables", {}).values())
         print(f"{backup.name:34} {manifest.get('size', 0) / 1e6:10.2f} MB  "
-              f"rev {manifest.get('alembic_revision')!s:8} rows {sum(manifest.get('tables', {}).values()):>10}  "
-              f"{verified}")  # fmt: skip
+              f"rev {manifest.get('alembic_revision')!s:8} rows {rows:>10}  {status}")  # fmt: skip
     return Exit.OK
 
 

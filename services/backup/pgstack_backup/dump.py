@@ -73,6 +73,10 @@ def take(settings: Settings, store: Store, label: str = "") -> Backup:
     """One backup, committed by a directory rename; raises on any failure (nothing committed)."""
     started = log.now()
     name = new_name(started, label)
+    while (store.dumps / name).exists():  # names have one-second resolution: never reuse one
+        time.sleep(1)
+        started = log.now()
+        name = new_name(started, label)
     partial = store.partial_dir(name)
     partial.mkdir(parents=True)
     versions = db.check_versions(settings)

@@ -1,0 +1,95 @@
+"""Fixtures for the backup tests: stacks of their own (project prefix pgstack-bk-), with
+per-stack settings for the backup service, built from the session's images (tests.stack)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# The stack harness's session fixtures (Docker client, secrets, images built once).
+from tests.stack.compose import REPO, Stack
+from tests.stack.conftest import docker_client, images, secrets_dir  # noqa: F401
+
+# The backup package's pure modules (retention) import without its runtime dependencies.
+sys.path.insert(0, str(REPO / "services" / "backup"))
+
+BACKUP_CLI = ("exec", "-T", "--user", "pgbackup", "backup", "pgstack-backup")
+
+
+@dataclass
+class BackupStack(Stack):
+    """A Stack with extra environment for compose (backup settings) and optional override files."""
+
+    extra_env: dict[str, str] = field(default_factory=dict)
+    override: str = ""
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {**super().env, **self.extra_env}
+        if self.override:
+            path = self.secrets_dir.parent / f"{self.project}.override.yml"
+            path.write_text(self.override)
+            env["COMPOSE_FILE"] = f"{REPO / 'docker-compose.yml'}:{path}"
+        return env
+
+    def backup_cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return self.compose(*BACKUP_CLI, *args, check=False, timeout=timeout)
+
+    def make(self, *targets: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["make", "--no-print-directory", *targets], cwd=REPO, env=self.env,
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def backup(self) -> dict[str, Any]:
+        """`pgstack-backup run`; returns its summary line (asserts success)."""
+        result = self.backup_cli("run")
+        assert result.returncode == 0, result.stdout + result.stderr
+        return last_event(result.stdout, "backup")
+
+    def backups(self) -> list[str]:
+        code, out = self.exec("backup", "ls", "-a", "/var/lib/pgstack-backup/dumps")
+        assert code == 0, out
+        return sorted(n for n in out.split() if n not in {".", ".."})
+
+
+def events(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def last_event(stdout: str, name: str) -> dict[str, Any]:
+    found = [e for e in events(stdout) if e.get("event") == name]
+    assert found, f"no {name!r} event in:\n{stdout}"
+    return found[-1]
+
+
+@pytest.fixture(scope="session")
+def backup_stack_factory(
+    images: None,  # noqa: F811
+    secrets_dir: Path,  # noqa: F811
+) -> Iterator[Callable[..., BackupStack]]:
+    started: list[BackupStack] = []
+
+    def make(name: str, env: dict[str, str] | None = None, override: str = "") -> BackupStack:
+        stack = BackupStack(project=f"pgstack-bk-{os.getpid()}-{name}", secrets_dir=secrets_dir,
+                            extra_env=env or {}, override=override)  # fmt: skip
+        started.append(stack)
+        return stack
+
+    yield make
+    for stack in started:
+        stack.down()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/backup/" in str(item.path) and "test_retention" not in str(item.path):
+            item.add_marker(pytest.mark.stack)
