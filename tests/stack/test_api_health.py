@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import time
+import uuid
+
 from tests.stack.compose import Stack
 
 
@@ -61,3 +65,20 @@ def test_openapi_schema_lists_the_routes(stack: Stack) -> None:
         schema = http.get("/openapi.json").json()
     assert "/api/products" in schema["paths"]
     assert "/api/orders" in schema["paths"]
+
+
+def test_each_request_logs_one_json_line_with_its_request_id(stack: Stack) -> None:
+    request_id = f"log-probe-{uuid.uuid4().hex[:12]}"
+    with stack.http() as http:
+        http.get("/api/products", params={"limit": 1}, headers={"X-Request-ID": request_id})
+    deadline = time.monotonic() + 10
+    lines: list[dict[str, object]] = []
+    while not lines and time.monotonic() < deadline:
+        logs = stack.container("api").logs(tail=500).decode(errors="replace").splitlines()
+        lines = [json.loads(line) for line in logs if request_id in line]
+        time.sleep(0.2)
+    assert len(lines) == 1, lines
+    line = lines[0]
+    assert line["request_id"] == request_id
+    assert line["method"] == "GET" and line["status"] == 200
+    assert isinstance(line["duration_ms"], (int, float))
