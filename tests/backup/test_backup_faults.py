@@ -78,9 +78,9 @@ def test_a_full_backup_volume_fails_loudly_and_keeps_the_existing_backups(
     stack.up()
     first = stack.backup()["backup"]
     # Fill what is left of the volume.
-    code, out = stack.exec("backup", "sh", "-c",
-                           "dd if=/dev/zero of=/var/lib/pgstack-backup/filler bs=4k; sync",
-                           user="pgbackup")  # fmt: skip
+    _, out = stack.exec("backup", "sh", "-c",
+                        "dd if=/dev/zero of=/var/lib/pgstack-backup/filler bs=4k; sync",
+                        user="pgbackup")  # fmt: skip
     assert "No space left" in out, out
 
     failed = stack.backup_cli("run")
@@ -94,7 +94,9 @@ def test_a_full_backup_volume_fails_loudly_and_keeps_the_existing_backups(
 
     assert [n for n in stack.backups() if n != "filler"] == [first]
     assert stack.backup_cli("verify", first).returncode == 0
-    assert all(e.get("status") != "failed" for e in events(stack.backup_cli("verify", first).stdout))
+    assert all(
+        e.get("status") != "failed" for e in events(stack.backup_cli("verify", first).stdout)
+    )
 
     stack.exec("backup", "rm", "/var/lib/pgstack-backup/filler")
     recovered = stack.backup()

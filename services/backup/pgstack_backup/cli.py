@@ -32,8 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="run backups on BACKUP_SCHEDULE (the service's command)")
     run = sub.add_parser("run", help="take, verify and retain a backup now (make backup)")
     run.add_argument("--label", default="manual", help="suffix of the backup's name")
-    sub.add_parser("list", help="backups with time, size, verification, revision (make backup-list)")
-    check = sub.add_parser("verify", help="checksum, contents and test restore (make verify-backup)")
+    sub.add_parser(
+        "list", help="backups with time, size, verification, revision (make backup-list)"
+    )
+    check = sub.add_parser(
+        "verify", help="checksum, contents and test restore (make verify-backup)"
+    )
     check.add_argument("backup", nargs="?", default="latest")
     check.add_argument("--no-restore", action="store_true", help="skip the test restore")
     rest = sub.add_parser("restore", help="restore a backup over the live database (make restore)")
@@ -63,7 +67,11 @@ def _list(settings: Settings) -> Exit:
         elif record.get("ok"):
             status = f"verified {record['verified_at']}"
         else:
-            status = "FAILED verification: " + str(record.get("error", ""))[:100] if record else "not verified"
+            status = (
+                "FAILED verification: " + str(record.get("error", ""))[:100]
+                if record
+                else "not verified"
+            )
         rows = sum(manifest.get("tables", {}).values())
         print(f"{backup.name:34} {manifest.get('size', 0) / 1e6:10.2f} MB  "
               f"rev {manifest.get('alembic_revision')!s:8} rows {rows:>10}  {status}")  # fmt: skip
@@ -131,6 +139,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (restore.RestoreRefused, LookupError) as exc:
         log.event("refused", error=str(exc))
         return Exit.REFUSED
-    except Exception as exc:  # noqa: BLE001 -- one JSON line and a non-zero exit, no traceback
+    except Exception as exc:  # one JSON line and a non-zero exit, no traceback
         log.event("error", command=args.command, error=f"{type(exc).__name__}: {exc}")
         return Exit.FAILED

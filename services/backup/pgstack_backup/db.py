@@ -102,9 +102,9 @@ def exported_snapshot(settings: Settings) -> Iterator[Snapshot]:
 
 
 def create_database(conn: psycopg.Connection, name: str, owner: str | None = None) -> None:
-    query = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C.UTF-8'").format(
-        sql.Identifier(name)
-    )
+    query = sql.SQL(
+        "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C.UTF-8'"
+    ).format(sql.Identifier(name))
     if owner:
         query = query + sql.SQL(" OWNER {}").format(sql.Identifier(owner))
     conn.execute(query)

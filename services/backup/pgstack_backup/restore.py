@@ -75,7 +75,9 @@ def _restore_into(settings: Settings, backup: Backup, target: str) -> dict[str, 
         restored = db.row_counts(conn)
     expected = (backup.manifest or {}).get("tables", {})
     if restored != expected:
-        raise RuntimeError(f"restored row counts differ from the manifest: {restored} != {expected}")
+        raise RuntimeError(
+            f"restored row counts differ from the manifest: {restored} != {expected}"
+        )
     return restored
 
 
@@ -89,7 +91,9 @@ def _swap(conn: psycopg.Connection, live: str, new: str, old: str) -> None:
             (live,),
         )
         try:
-            conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(_ident(live), _ident(old)))
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(_ident(live), _ident(old))
+            )
             break
         except psycopg.errors.ObjectInUse:
             if time.monotonic() > deadline:
@@ -113,7 +117,11 @@ def restore(settings: Settings, name: str) -> dict[str, Any]:
         raise RestoreRefused(f"backup {backup.name} is of {manifest.get('database')!r}")
     started = time.monotonic()
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-    live, new, old = settings.database, f"{settings.database}_restoring", f"{settings.database}_before_{stamp}"
+    live, new, old = (
+        settings.database,
+        f"{settings.database}_restoring",
+        f"{settings.database}_before_{stamp}",
+    )
     with locked(store), db.connect(settings, dbname="postgres", admin=True) as conn:
         lock_out_app(conn, live)
         swapped = False

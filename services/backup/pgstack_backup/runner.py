@@ -90,10 +90,12 @@ def run(settings: Settings, label: str = "") -> dict[str, Any]:
     success = {"name": backup.name, "at": log.iso(log.now()), "size": manifest.get("size"),
                "duration_s": round(time.monotonic() - started, 3)}  # fmt: skip
     state.save({**current, "last_success": success}, store.state_path)
-    summary = {"event": "backup", "status": "ok", "backup": backup.name,
-               "size": manifest.get("size"), "rows": sum(manifest.get("tables", {}).values()),
-               "alembic_revision": manifest.get("alembic_revision"), "verified": report,
-               "deleted": deleted, "offsite": copied, "duration_s": success["duration_s"]}  # fmt: skip
+    summary = {
+        "event": "backup", "status": "ok", "backup": backup.name, "size": manifest.get("size"),
+        "rows": sum(manifest.get("tables", {}).values()),
+        "alembic_revision": manifest.get("alembic_revision"), "verified": report,
+        "deleted": deleted, "offsite": copied, "duration_s": success["duration_s"],
+    }  # fmt: skip
     log.event(**summary)  # type: ignore[arg-type]
     log.notify(settings.webhook_url, summary)
     return summary

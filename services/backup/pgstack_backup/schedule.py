@@ -57,6 +57,6 @@ def _run_guarded(settings: Settings) -> None:
     try:
         runner.run(settings)
     except runner.Busy:
-        pass
-    except Exception:  # noqa: BLE001 -- recorded by runner.run (health, log, webhook); keep serving
-        pass
+        return  # logged by runner.run; the running one covers this time
+    except Exception:  # recorded by runner.run (health, log, webhook); keep serving
+        return

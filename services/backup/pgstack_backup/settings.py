@@ -79,7 +79,9 @@ class Settings:
         offsite = env.get("BACKUP_OFFSITE_DIR", "").strip()
         recipient = env.get("BACKUP_OFFSITE_AGE_RECIPIENT", "").strip()
         if recipient and not recipient.startswith("age1"):
-            raise SettingsError(f"BACKUP_OFFSITE_AGE_RECIPIENT={recipient!r}: not an age public key")
+            raise SettingsError(
+                f"BACKUP_OFFSITE_AGE_RECIPIENT={recipient!r}: not an age public key"
+            )
         database = env.get("PGDATABASE", "").strip() or "pgstack"
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", database):
             raise SettingsError(f"PGDATABASE={database!r}: expected a plain lower-case name")

@@ -7,6 +7,7 @@ volume is full, which is exactly when health must turn red). The healthcheck rea
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,14 @@ TMPFS_STATE = Path("/run/pgstack-backup/state.json")
 
 
 def load(volume_path: Path, tmpfs_path: Path = TMPFS_STATE) -> dict[str, Any]:
-    found = [s for s in (read_json(volume_path), read_json(tmpfs_path)) if s]
-    return max(found, key=lambda s: s.get("updated_at", "")) if found else {}
+    # Newest wins; on a tie the tmpfs copy, which is written even when the volume is full.
+    found = [(s.get("updated_at", ""), rank, s)
+             for rank, s in enumerate((read_json(volume_path), read_json(tmpfs_path))) if s]  # fmt: skip
+    return max(found, key=lambda f: f[:2])[2] if found else {}
 
 
 def save(state: dict[str, Any], volume_path: Path, tmpfs_path: Path = TMPFS_STATE) -> None:
-    state = {**state, "updated_at": log.iso(log.now())}
+    state = {**state, "updated_at": log.now().isoformat()}  # microseconds: runs can be close
     errors = []
     for path in (volume_path, tmpfs_path):
         try:
@@ -39,7 +42,7 @@ def schedule_interval(schedule: str, tz: Any, start: datetime) -> timedelta:
     """The longest gap between consecutive runs over the next 20 (irregular crons included)."""
     it = croniter(schedule, start.astimezone(tz))
     times = [it.get_next(datetime) for _ in range(21)]
-    return max(b - a for a, b in zip(times, times[1:], strict=False))
+    return max(b - a for a, b in pairwise(times))
 
 
 def health(state: dict[str, Any], interval: timedelta, at: datetime) -> tuple[bool, str]:

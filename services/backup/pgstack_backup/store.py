@@ -1,12 +1,12 @@
 """The backup directory: layout, atomic writes, listing and checksums.
 
-    <BACKUP_DIR>/dumps/<name>/            a complete backup (the rename is the commit point)
-        pgstack.dump                      pg_dump custom format, zstd
-        globals.sql                       roles and tablespaces, without passwords
-        manifest.json                     sizes, sha256, versions, row counts
-        verification.json                 the last verification's outcome
-    <BACKUP_DIR>/dumps/.partial-<name>/   a run in progress, or one that was killed: never complete
-    <BACKUP_DIR>/state.json               last success / failure (health), lock
+<BACKUP_DIR>/dumps/<name>/            a complete backup (the rename is the commit point)
+    pgstack.dump                      pg_dump custom format, zstd
+    globals.sql                       roles and tablespaces, without passwords
+    manifest.json                     sizes, sha256, versions, row counts
+    verification.json                 the last verification's outcome
+<BACKUP_DIR>/dumps/.partial-<name>/   a run in progress, or one that was killed: never complete
+<BACKUP_DIR>/state.json               last success / failure (health), lock
 """
 
 from __future__ import annotations
@@ -116,7 +116,6 @@ class Backup:
         if not manifest.get("files"):
             problems.append("manifest.json lists no files")
         return problems
-
 
     def is_valid(self) -> bool:
         """Counts for retention and off-site copies: checksums match, last verification passed."""
