@@ -21,8 +21,8 @@ TMPFS_STATE = Path("/run/pgstack-backup/state.json")
 
 def load(volume_path: Path, tmpfs_path: Path = TMPFS_STATE) -> dict[str, Any]:
     # Newest wins; on a tie the tmpfs copy, which is written even when the volume is full.
-    found = [(s.get("updated_at", ""), rank, s)
-             for rank, s in enumerate((read_json(volume_path), read_json(tmpfs_path))) if s]  # fmt: skip
+    copies = (read_json(volume_path), read_json(tmpfs_path))
+    found = [(s.get("updated_at", ""), rank, s) for rank, s in enumerate(copies) if s]
     return max(found, key=lambda f: f[:2])[2] if found else {}
 
 
