@@ -45,8 +45,7 @@ provision_dockerd() {
 	log "starting dockerd (log: /var/log/pgstack-ci-dockerd.log)"
 	nohup dockerd --storage-driver=overlay2 >/var/log/pgstack-ci-dockerd.log 2>&1 &
 	echo $! >"$DOCKERD_PIDFILE"
-	local i
-	for i in $(seq 1 60); do
+	for _ in $(seq 1 60); do
 		docker info >/dev/null 2>&1 && return 0
 		sleep 1
 	done
