@@ -26,7 +26,8 @@ from bench.baseline_api import pooled_direct_api
 from tests.stack.compose import IMAGE_TAG, REPO, Stack, build_images
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-HTTP_SECONDS = 5 if QUICK else 15
+HTTP_SECONDS = 5 if QUICK else 10
+HTTP_ROUNDS = 1 if QUICK else 3
 SOAK_SECONDS = 15 if QUICK else 120
 CROWD = 1000
 
@@ -95,27 +96,20 @@ def main() -> int:
             _log(f"  {r.name}: {r.tps:,.0f} tps ({r.failed} failed)")
 
         product = _seed_product(stack.base_url)
-        http_results = []
-        for name, path in (
-            ("livez", "/livez"),
-            ("readyz", "/readyz"),
-            ("product", f"/api/products/{product}"),
-        ):
-            _log(f"HTTP {name}: 64 connections, {HTTP_SECONDS} s (NullPool -> PgBouncer)")
-            http_results.append(
-                http_load.wrk(
-                    f"nullpool_pgbouncer/{name}", f"{stack.base_url}{path}", seconds=HTTP_SECONDS
-                )
-            )
         with pooled_direct_api(stack) as baseline_url:
-            _log(f"HTTP product: 64 connections, {HTTP_SECONDS} s (in-process pool -> PostgreSQL)")
-            http_results.append(
-                http_load.wrk(
-                    "pooled_direct/product",
-                    f"{baseline_url}/api/products/{product}",
-                    seconds=HTTP_SECONDS,
-                )
-            )
+            targets = {
+                "nullpool_pgbouncer/livez": f"{stack.base_url}/livez",
+                "nullpool_pgbouncer/readyz": f"{stack.base_url}/readyz",
+                "nullpool_pgbouncer/product": f"{stack.base_url}/api/products/{product}",
+                "pooled_direct/product": f"{baseline_url}/api/products/{product}",
+            }
+            rounds: dict[str, list[http_load.LoadResult]] = {name: [] for name in targets}
+            # Interleaved rounds, as for the connect path: compared figures share the drift.
+            for round_no in range(HTTP_ROUNDS):
+                for name, url in targets.items():
+                    _log(f"HTTP {name}: 64 connections, {HTTP_SECONDS} s (round {round_no + 1})")
+                    rounds[name].append(http_load.wrk(name, url, seconds=HTTP_SECONDS))
+        http_results = [http_load.median(samples) for samples in rounds.values()]
         results["http"] = [r.as_dict() for r in http_results]
         for r in http_results:
             _log(
@@ -123,12 +117,12 @@ def main() -> int:
                 f" p99 {r.p99_ms:.2f} ms, {r.errors} errors"
             )
 
-        _log(f"{CROWD} concurrent clients for {HTTP_SECONDS + 5} s: PostgreSQL backends in use")
+        _log(f"{CROWD} concurrent clients for 20 s: PostgreSQL backends in use")
         crowd: dict[str, http_load.LoadResult] = {}
         work = threading.Thread(
             target=lambda: crowd.setdefault("r", http_load.wrk(
                 "crowd/product", f"{stack.base_url}/api/products/{product}",
-                connections=CROWD, seconds=HTTP_SECONDS + 5)),
+                connections=CROWD, seconds=20)),
         )  # fmt: skip
         peak = _server_connections_while(stack, work)
         results["crowd"] = {**crowd["r"].as_dict(), "peak_server_connections": peak,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import docker
 
@@ -76,3 +76,12 @@ def wrk(
         stderr=True,
     ).decode()
     return parse_wrk(name, connections, seconds, output)
+
+
+def median(samples: list[LoadResult]) -> LoadResult:
+    """The round with the median request rate (its latencies and errors come with it), with
+    errors summed over all rounds so that none is hidden."""
+    ordered = sorted(samples, key=lambda r: r.requests_per_s)
+    middle = ordered[len(ordered) // 2]
+    return replace(middle, errors=sum(r.errors for r in samples),
+                   requests=sum(r.requests for r in samples))  # fmt: skip

@@ -90,3 +90,14 @@ print("ERRORS", len(errors), errors[:2])
     exit_code, out = stack.exec("api", "python3", "-c", code, user="app")
     assert exit_code == 0, out
     assert "ERRORS 0 []" in out, out
+
+
+def test_the_migrations_and_the_tables_the_code_queries_agree(stack: Stack) -> None:
+    # alembic check autogenerates against the migrated database: any difference between
+    # pgstack_api/tables.py and what the migrations built fails it.
+    result = stack.compose(
+        "run", "--rm", "--no-deps", "migrate", "alembic", "-c", "/app/alembic.ini", "check",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No new upgrade operations detected" in result.stdout + result.stderr

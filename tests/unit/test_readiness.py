@@ -49,9 +49,40 @@ def test_the_answer_is_reused_until_it_expires() -> None:
         clock.now += 0.9
         await cache.get()
         assert check.calls == 1
-        clock.now += 0.2
+        clock.now += 2.0  # past ttl + timeout: the caller waits for a fresh answer
         await cache.get()
         assert check.calls == 2
+
+    asyncio.run(probes())
+
+
+def test_a_just_expired_answer_is_served_while_one_refresh_runs() -> None:
+    check, clock = Check(delay=0.05), Clock()
+    cache = ReadinessCache(check, ttl=1.0, timeout=1.0, clock=clock)
+
+    async def probes() -> None:
+        first = await cache.get()
+        clock.now += 1.5  # expired, but younger than ttl + timeout
+        served = await asyncio.gather(*(cache.get() for _ in range(20)))
+        assert all(p is first for p in served)  # nobody waited for the database
+        await asyncio.sleep(0.1)  # the one background refresh finishes
+        assert check.calls == 2
+        assert (await cache.get()) is not first
+
+    asyncio.run(probes())
+
+
+def test_an_outage_shows_within_ttl_plus_timeout() -> None:
+    check, clock = Check(), Clock()
+    cache = ReadinessCache(check, ttl=1.0, timeout=1.0, clock=clock)
+
+    async def probes() -> None:
+        assert (await cache.get()).ok
+        check.fail = True
+        clock.now += 1.5
+        assert (await cache.get()).ok  # stale, while the refresh finds the outage
+        await asyncio.sleep(0.05)
+        assert not (await cache.get()).ok
 
     asyncio.run(probes())
 

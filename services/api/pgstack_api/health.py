@@ -38,7 +38,13 @@ class Probe:
 
 
 class ReadinessCache:
-    """Runs `check` at most once per `ttl` seconds; concurrent callers share one run."""
+    """Runs `check` at most once per `ttl` seconds; concurrent callers share one run.
+
+    When the answer has just expired, callers get it once more while a single refresh runs in
+    the background (stale-while-revalidate), so probes never queue behind the database's round
+    trip. The answer served is never older than ttl + timeout: past that, callers wait for the
+    refresh, which is itself bounded by `timeout`.
+    """
 
     def __init__(
         self,
@@ -53,31 +59,31 @@ class ReadinessCache:
         self._timeout = timeout
         self._clock = clock
         self._last: Probe | None = None
-        self._lock = asyncio.Lock()
-
-    def _fresh(self) -> Probe | None:
-        last = self._last
-        if last is not None and self._clock() - last.checked_at < self._ttl:
-            return last
-        return None
+        self._refresh: asyncio.Task[Probe] | None = None
 
     async def get(self) -> Probe:
-        if (cached := self._fresh()) is not None:
-            return cached
-        async with self._lock:
-            # Whoever held the lock before us may have just refreshed it.
-            if (cached := self._fresh()) is not None:
-                return cached
-            try:
-                async with asyncio.timeout(self._timeout):
-                    latency = await self._check()
-                probe = Probe(True, round(latency, 2), None, self._clock())
-            except TimeoutError:
-                probe = Probe(False, None, "timeout", self._clock())
-            except Exception as exc:
-                probe = Probe(False, None, type(exc).__name__, self._clock())
-            self._last = probe
-            return probe
+        last = self._last
+        age = None if last is None else self._clock() - last.checked_at
+        if last is not None and age is not None and age < self._ttl:
+            return last
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.create_task(self._run())
+        if last is not None and age is not None and age < self._ttl + self._timeout:
+            return last
+        # shield: a caller that gives up must not cancel the refresh the others share.
+        return await asyncio.shield(self._refresh)
+
+    async def _run(self) -> Probe:
+        try:
+            async with asyncio.timeout(self._timeout):
+                latency = await self._check()
+            probe = Probe(True, round(latency, 2), None, self._clock())
+        except TimeoutError:
+            probe = Probe(False, None, "timeout", self._clock())
+        except Exception as exc:
+            probe = Probe(False, None, type(exc).__name__, self._clock())
+        self._last = probe
+        return probe
 
 
 async def livez(request: Request) -> JSONResponse:
