@@ -137,6 +137,29 @@ else:
 endef
 export API_READY_WAIT
 
+##@ Deploy (ansible/; guide: ansible/README.md)
+# INVENTORY: your inventory (copy ansible/inventory/example). VAULT_PASSWORD_FILE: the vault's
+# password file (empty: ansible asks). ANSIBLE_ARGS: e.g. "--check --diff" or "--limit app1".
+INVENTORY ?= ansible/inventory/example/hosts.yml
+VAULT_PASSWORD_FILE ?=
+ANSIBLE_ARGS ?=
+# Images built here and shipped to the hosts as one `docker save` archive (no registry needed).
+DEPLOY_ARCHIVE ?= $(CURDIR)/ansible/.artifacts/pgstack-images-$(PGSTACK_IMAGE_TAG).tar
+ANSIBLE_PLAYBOOK = ANSIBLE_CONFIG="$(CURDIR)/ansible/ansible.cfg" "$(TEST_VENV)/bin/ansible-playbook" \
+	--inventory "$(INVENTORY)" $(if $(VAULT_PASSWORD_FILE),--vault-password-file "$(VAULT_PASSWORD_FILE)",--ask-vault-pass)
+
+.PHONY: deploy deploy-check deploy-images
+deploy-images: preflight base-image secrets ## Build the images and save them to DEPLOY_ARCHIVE for shipping.
+	@$(COMPOSE) build
+	@ansible/scripts/save-images.sh "$(DEPLOY_ARCHIVE)"
+
+deploy: deploy-images $(TEST_VENV)/.installed ## Deploy to INVENTORY's hosts with Ansible (image tag PGSTACK_IMAGE_TAG).
+	@$(ANSIBLE_PLAYBOOK) ansible/site.yml --extra-vars "pgstack_images_source=load" \
+		--extra-vars "pgstack_images_archive=$(DEPLOY_ARCHIVE)" --extra-vars "pgstack_image_tag=$(PGSTACK_IMAGE_TAG)" $(ANSIBLE_ARGS)
+
+deploy-check: $(TEST_VENV)/.installed ## On INVENTORY's hosts: every service healthy, /readyz via the published port, backup age.
+	@$(ANSIBLE_PLAYBOOK) ansible/check.yml $(ANSIBLE_ARGS)
+
 ##@ Development
 .PHONY: dev test test-unit lint bench
 dev: ## Run the API on the host against SQLite, with reload (no Docker needed).

@@ -1,0 +1,96 @@
+"""Fixtures for the deploy tests: release images, a fresh target host, and cleanup.
+
+The images are the stack's own (built once per session, like the stack tests'), tagged with this
+run's release tags and saved as `docker save` archives -- the way `make deploy` ships them. A
+missing Docker engine is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.deploy.target import Target
+from tests.stack.compose import IMAGE_TAG, REPO, build_images, compose_env
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/deploy/" in str(item.path):
+            item.add_marker(pytest.mark.deploy)
+
+
+@dataclass(frozen=True)
+class Release:
+    """One release: a tag for every image the compose file names, saved in one archive."""
+
+    tag: str
+    refs: tuple[str, ...]
+    archive: Path
+
+
+def _compose_images(tag: str, secrets: Path) -> list[str]:
+    env = compose_env("pgstack-deploy-images", secrets, 0)
+    env["PGSTACK_IMAGE_TAG"] = tag
+    result = subprocess.run(
+        ["docker", "compose", "config", "--images"], cwd=REPO, env=env,
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return sorted(set(result.stdout.split()))
+
+
+@pytest.fixture(scope="session")
+def deploy_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("deploy")
+
+
+@pytest.fixture(scope="session")
+def releases(deploy_workdir: Path) -> Iterator[list[Release]]:
+    """Two releases of the same build under different tags: deploying the second replaces every
+    container (as a real release does), which is what the re-deploy tests need."""
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        pytest.fail(f"the deploy tests need a running Docker engine ({exc}); see README 'Tests'")
+    secrets = deploy_workdir / "build-secrets"
+    subprocess.run(
+        [str(REPO / "scripts/secrets.sh"), str(secrets)], check=True, capture_output=True
+    )
+    build_images(secrets)
+    built = _compose_images(IMAGE_TAG, secrets)
+    made: list[Release] = []
+    try:
+        for n in (1, 2):
+            tag = f"pgstack-deploy-{os.getpid()}-r{n}"
+            refs = tuple(ref.rsplit(":", 1)[0] + ":" + tag for ref in built)
+            archive = deploy_workdir / f"images-{tag}.tar"
+            made.append(Release(tag, refs, archive))
+            for source, ref in zip(built, refs, strict=True):
+                client.images.get(source).tag(ref)
+            subprocess.run(["docker", "save", "--output", str(archive), *refs], check=True)
+        yield made
+    finally:
+        for release in made:
+            release.archive.unlink(missing_ok=True)
+            for ref in release.refs:
+                # Removes this run's tag only; the image stays under its other tags.
+                with contextlib.suppress(docker.errors.ImageNotFound):
+                    client.images.remove(ref, noprune=True)
+
+
+@pytest.fixture(scope="module")
+def target(deploy_workdir: Path) -> Iterator[Target]:
+    host = Target(workdir=deploy_workdir)
+    try:
+        host.create()
+        yield host
+    finally:
+        host.destroy()

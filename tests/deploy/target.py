@@ -1,0 +1,296 @@
+"""A throwaway target host for the deploy tests: a systemd container reached over SSH by Ansible.
+
+The target stands in for a fresh Debian trixie VM (tests/deploy/target/): systemd as PID 1, sshd,
+python3 and sudo, and room for its own Docker engine. Everything it makes is named
+`pgstack-deploy-<pid>...` and removed by `destroy()`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.stack.compose import REPO, free_port
+
+ANSIBLE_DIR = REPO / "ansible"
+TARGET_COMPOSE = Path(__file__).parent / "target" / "compose.yml"
+BIN = Path(sys.executable).parent
+# The example vault's documented throwaway password (ansible/README.md, "Secrets").
+EXAMPLE_VAULT_PASSWORD = "pgstack-example-vault"  # noqa: S105 (public on purpose)
+STACK_DIR = "/opt/pgstack"
+_RECAP = re.compile(
+    r"^target\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
+)
+
+
+@dataclass(frozen=True)
+class Recap:
+    """The PLAY RECAP line of one playbook run, plus its whole output for failure messages."""
+
+    ok: int
+    changed: int
+    unreachable: int
+    failed: int
+    output: str
+
+    def changed_tasks(self) -> list[str]:
+        """Names of the tasks that reported `changed` (for a readable idempotence failure)."""
+        names, current = [], ""
+        for line in self.output.splitlines():
+            if line.startswith(("TASK [", "RUNNING HANDLER [")):
+                current = line.split("[", 1)[1].rsplit("]", 1)[0]
+            elif line.startswith("changed:"):
+                names.append(current)
+        return names
+
+
+@dataclass
+class Target:
+    """One target host: its compose project, SSH key, inventory and published ports."""
+
+    workdir: Path
+    project: str = field(default_factory=lambda: f"pgstack-deploy-{os.getpid()}")
+    ssh_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            PGSTACK_DEPLOY_PROJECT=self.project,
+            PGSTACK_DEPLOY_SSH_PORT=str(self.ssh_port),
+            PGSTACK_DEPLOY_HTTP_PORT=str(self.http_port),
+        )
+        return env
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def key(self) -> Path:
+        return self.workdir / "id_ed25519"
+
+    @property
+    def inventory(self) -> Path:
+        return self.workdir / "inventory" / "hosts.yml"
+
+    def _compose(
+        self, *args: str, timeout: float = 600, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["docker", "compose", "--file", str(TARGET_COMPOSE), *args],
+            env=self.env, capture_output=True, text=True, timeout=timeout, check=check, input=input,
+        )  # fmt: skip
+
+    # ---- life cycle ------------------------------------------------------------------------
+
+    def create(self) -> None:
+        """Build the target image (cached), boot it, install a new SSH key, write the inventory."""
+        self._compose("build", "--quiet")
+        self._compose("up", "--detach")
+        subprocess.run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                self.project,
+                "-f",
+                str(self.key),
+            ],
+            check=True,
+        )
+        self._wait_booted()
+        pub = self.key.with_suffix(".pub").read_text()
+        self.sh(
+            "install -d -m 0700 -o debian -g debian ~debian/.ssh && "
+            "install -m 0600 -o debian -g debian /dev/stdin ~debian/.ssh/authorized_keys",
+            input=pub,
+        )
+        self._write_inventory()
+
+    def destroy(self) -> None:
+        """Remove the target, its inner engine's volume and the key; safe to call twice."""
+        self._compose("down", "--volumes", "--remove-orphans", "--timeout", "30", check=False)
+        for path in (self.key, self.key.with_suffix(".pub")):
+            path.unlink(missing_ok=True)
+
+    def _wait_booted(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            # `degraded` is fine: a container has units that cannot start (no hardware).
+            state = self.sh(
+                "systemctl is-system-running --wait || true", check=False
+            ).stdout.strip()
+            sshd = self.sh("systemctl is-active ssh.service || true", check=False).stdout.strip()
+            if state in {"running", "degraded"} and sshd == "active":
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"target did not boot in {timeout} s: system {state!r}, sshd {sshd!r}"
+                )
+            time.sleep(1)
+
+    def _write_inventory(self) -> None:
+        """The example inventory's group_vars (and vault), with this target's connection details."""
+        inventory = self.inventory.parent
+        shutil.copytree(
+            ANSIBLE_DIR / "inventory" / "example" / "group_vars", inventory / "group_vars"
+        )
+        (self.workdir / "vault-password").write_text(EXAMPLE_VAULT_PASSWORD + "\n")
+        host = {
+            "ansible_host": "127.0.0.1",
+            "ansible_port": self.ssh_port,
+            "ansible_user": "debian",
+            "ansible_ssh_private_key_file": str(self.key),
+            # A new host key per run, on a loopback port: nothing to verify it against.
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no "
+            "-o UserKnownHostsFile=/dev/null",
+            # DESIGN.md: the inner dockerd needs this to start containers on the CI machine.
+            "docker_service_environment": {"DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE": "1"},
+            # The control node reaches the target's published API port through the outer engine.
+            "pgstack_check_url": self.base_url,
+        }
+        self.inventory.write_text(json.dumps({"pgstack": {"hosts": {"target": host}}}, indent=2))
+
+    # ---- acting on the target --------------------------------------------------------------
+
+    def sh(
+        self, script: str, *, input: str | None = None, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a shell script as root on the target (through the outer engine, not SSH)."""
+        result = self._compose(
+            "exec",
+            "--no-TTY",
+            "target",
+            "bash",
+            "-c",
+            script,
+            check=False,
+            timeout=timeout,
+            input=input,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"on the target: {script}\nexit {result.returncode}\n{result.stdout}{result.stderr}"
+            )
+        return result
+
+    def stack(
+        self, *args: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        """`docker compose` in the deployed stack's directory on the target."""
+        quoted = " ".join(f"'{arg}'" for arg in args)
+        return self.sh(
+            f"docker compose --project-directory {STACK_DIR} {quoted}", check=check, timeout=timeout
+        )
+
+    def services(self) -> dict[str, dict[str, object]]:
+        """Every container of the deployed stack, by service: State, Health, ExitCode, ..."""
+        lines = self.stack("ps", "--all", "--format", "json").stdout.splitlines()
+        return {row["Service"]: row for row in map(json.loads, filter(None, lines))}
+
+    def playbook(self, name: str, *args: str, timeout: float = 900) -> Recap:
+        """Run ansible/<name> against this target over SSH; fail with the output if it fails."""
+        env = dict(os.environ)
+        env.update(
+            ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"),
+            ANSIBLE_LOCAL_TEMP=str(self.workdir / "ansible-tmp"),
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_FORCE_COLOR="0",
+            PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        )
+        result = subprocess.run(
+            [str(BIN / "ansible-playbook"), "--inventory", str(self.inventory),
+             "--vault-password-file", str(self.workdir / "vault-password"),
+             str(ANSIBLE_DIR / name), *args],
+            cwd=ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        output = result.stdout + result.stderr
+        (self.workdir / "last-playbook.log").write_text(output)
+        match = _RECAP.search(result.stdout)
+        if result.returncode != 0 or match is None:
+            raise AssertionError(
+                f"ansible-playbook {name} {' '.join(args)} failed ({result.returncode}):\n"
+                f"{output[-6000:]}"
+            )
+        ok, changed, unreachable, failed = map(int, match.groups())
+        return Recap(ok, changed, unreachable, failed, output)
+
+    def http(self, timeout: float = 20) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        status: int | str = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                with self.http(timeout=3) as http:
+                    status = http.get("/readyz").status_code
+                if status == 200:
+                    return
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            time.sleep(0.5)
+        raise AssertionError(f"/readyz through the published port: {status} after {timeout} s")
+
+
+class Downtime:
+    """Polls /readyz every 100 ms in a thread while the `with` block runs; records the gaps.
+
+    Bounded by the block itself (and a hard limit), never by the server's answers.
+    """
+
+    def __init__(self, url: str, limit_s: float = 900) -> None:
+        import threading
+
+        self.url, self.limit_s = url, limit_s
+        self.gaps: list[float] = []
+        self.polls = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Downtime:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def longest_s(self) -> float:
+        return max(self.gaps, default=0.0)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        down_since: float | None = None
+        with httpx.Client(timeout=1) as http:
+            while not self._stop.is_set() and time.monotonic() - started < self.limit_s:
+                now = time.monotonic()
+                self.polls += 1
+                try:
+                    up = http.get(self.url).status_code == 200
+                except httpx.HTTPError:
+                    up = False
+                if not up and down_since is None:
+                    down_since = now
+                elif up and down_since is not None:
+                    self.gaps.append(now - down_since)
+                    down_since = None
+                self._stop.wait(0.1)
+        if down_since is not None:
+            self.gaps.append(time.monotonic() - down_since)

@@ -1,0 +1,221 @@
+"""The real playbook against a fresh target host over SSH: converge, idempotence, health,
+data surviving a re-deploy and a restart of pgstack.service, backups on the target.
+
+The tests run in file order and build on each other (one target per module), like an operator's
+first deploy followed by a release.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.conftest import Release
+from tests.deploy.target import REPO, Downtime, Target
+
+# What the deploy tests measured last, for ansible/README.md's figures.
+ARTIFACT = REPO / ".test-artifacts" / "deploy.json"
+_measured: dict[str, object] = {}
+
+
+def _deploy(target: Target, release: Release, *args: str) -> object:
+    return target.playbook(
+        "site.yml",
+        "--extra-vars", f"pgstack_images_archive={release.archive}",
+        "--extra-vars", f"pgstack_image_tag={release.tag}",
+        *args,
+    )  # fmt: skip
+
+
+def _instant(stamp: str) -> datetime:
+    """Docker's RFC 3339 time with nanoseconds, to microseconds."""
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00")
+
+
+def _record(**figures: object) -> None:
+    _measured.update(figures)
+    ARTIFACT.parent.mkdir(exist_ok=True)
+    ARTIFACT.write_text(json.dumps(_measured, indent=2) + "\n")
+
+
+@pytest.mark.timeout(900)
+def test_the_playbook_converges_a_fresh_host(target: Target, releases: list[Release]) -> None:
+    started = time.monotonic()
+    recap = _deploy(target, releases[0])
+    _record(first_converge_s=round(time.monotonic() - started, 1))
+    assert recap.failed == 0 and recap.changed > 0
+
+
+@pytest.mark.timeout(300)
+def test_a_second_run_changes_nothing(target: Target, releases: list[Release]) -> None:
+    started = time.monotonic()
+    recap = _deploy(target, releases[0])
+    _record(second_run_s=round(time.monotonic() - started, 1))
+    assert recap.changed == 0, f"changed on the second run: {recap.changed_tasks()}"
+
+
+@pytest.mark.timeout(300)
+def test_check_mode_with_diff_runs_and_predicts_no_change(
+    target: Target, releases: list[Release]
+) -> None:
+    recap = _deploy(target, releases[0], "--check", "--diff")
+    assert recap.changed == 0, f"check mode predicts changes: {recap.changed_tasks()}"
+
+
+def test_every_service_is_healthy_and_migrations_finished(target: Target) -> None:
+    services = target.services()
+    defined = target.stack("config", "--services").stdout.split()
+    assert sorted(services) == sorted(defined)
+    for name, row in services.items():
+        if name == "migrate":
+            assert (row["State"], row["ExitCode"]) == ("exited", 0), row
+        else:
+            assert (row["State"], row["Health"]) == ("running", "healthy"), row
+
+
+def test_readyz_answers_200_through_the_published_port(target: Target) -> None:
+    with target.http() as http:
+        assert http.get("/readyz").status_code == 200
+
+
+@pytest.mark.timeout(300)
+def test_deploy_check_passes(target: Target) -> None:
+    recap = target.playbook("check.yml")
+    assert recap.failed == 0 and recap.changed == 0
+
+
+def test_secrets_are_private_files_that_no_output_shows(
+    target: Target, deploy_workdir: Path
+) -> None:
+    listing = target.sh(
+        "stat --format '%a %U %n' /opt/pgstack/secrets /opt/pgstack/secrets/*"
+    ).stdout
+    modes = dict(line.split(" ", 1)[::-1] for line in listing.splitlines())
+    assert modes.pop("pgstack /opt/pgstack/secrets") == "700"
+    assert len(modes) == 6 and set(modes.values()) == {"400"}, modes
+    values = target.sh("cat /opt/pgstack/secrets/*; echo").stdout
+    output = (deploy_workdir / "last-playbook.log").read_text()
+    # Six 43-character values; none may appear in what ansible printed.
+    for value in filter(None, values.replace("\n", " ").split(" ")):
+        assert value not in output
+
+
+def test_only_ssh_and_the_api_port_are_open_and_no_database_port_is_published(
+    target: Target,
+) -> None:
+    rules = target.sh("nft list table inet pgstack_firewall").stdout
+    assert "policy drop" in rules and "tcp dport { 22, 8000 } accept" in rules, rules
+    published = target.sh("docker ps --format '{{.Names}} {{.Ports}}'").stdout
+    for line in published.splitlines():
+        name, _, ports = line.partition(" ")
+        assert ("-api-" in name) == bool(ports.strip()), line
+    assert "5432" not in published and "6432" not in published
+
+
+def _order(target: Target) -> int:
+    with target.http() as http:
+        user = http.post(
+            "/api/users", json={"email": f"{uuid.uuid4().hex}@example.test", "name": "Deploy"}
+        )
+        assert user.status_code == 201, user.text
+        product = http.post(
+            "/api/products",
+            json={
+                "sku": f"D-{uuid.uuid4().hex[:12]}",
+                "name": "Deploy item",
+                "price_cents": 300,
+                "stock": 4,
+            },
+        )
+        assert product.status_code == 201, product.text
+        order = http.post(
+            "/api/orders",
+            json={
+                "user_id": user.json()["id"],
+                "items": [{"product_id": product.json()["id"], "quantity": 2}],
+            },
+        )
+        assert order.status_code == 201, order.text
+        return int(order.json()["id"])
+
+
+def _order_total(target: Target, order_id: int) -> int:
+    with target.http() as http:
+        response = http.get(f"/api/orders/{order_id}")
+    assert response.status_code == 200, response.text
+    return int(response.json()["total_cents"])
+
+
+@pytest.mark.timeout(900)
+def test_an_order_survives_a_release_with_migrations_before_the_new_api(
+    target: Target, releases: list[Release]
+) -> None:
+    order_id = _order(target)
+    before = {name: row["ID"] for name, row in target.services().items()}
+    with Downtime(f"{target.base_url}/readyz") as downtime:
+        started = time.monotonic()
+        recap = _deploy(target, releases[1])
+        took = time.monotonic() - started
+        target.wait_ready()
+    _record(
+        release_deploy_s=round(took, 1),
+        release_unavailable_longest_s=round(downtime.longest_s, 2),
+        release_unavailable_gaps=len(downtime.gaps),
+        release_polls=downtime.polls,
+    )
+    assert recap.changed > 0
+    after = target.services()
+    assert all(after[name]["ID"] != before[name] for name in before), "every container is replaced"
+    assert all(str(row["Image"]).endswith(f":{releases[1].tag}") for row in after.values())
+    # The API's new container started only after the migrations had finished.
+    inspected = json.loads(target.sh("docker inspect pgstack-migrate-1 pgstack-api-1").stdout)
+    migrate, api = (c["State"] for c in inspected)
+    assert migrate["ExitCode"] == 0
+    assert _instant(migrate["FinishedAt"]) <= _instant(api["StartedAt"])
+    assert _order_total(target, order_id) == 600
+    # Bounded: a release restarts every service, each waiting for its healthcheck.
+    assert downtime.longest_s < 60, downtime.gaps
+    _measured["order_id"] = order_id
+
+
+@pytest.mark.timeout(600)
+def test_the_order_survives_a_restart_of_pgstack_service(target: Target) -> None:
+    order_id = int(str(_measured["order_id"]))
+    started = time.monotonic()
+    target.sh("systemctl restart pgstack.service", timeout=540)
+    target.wait_ready()
+    _record(systemctl_restart_s=round(time.monotonic() - started, 1))
+    assert target.sh("systemctl is-active pgstack.service").stdout.strip() == "active"
+    assert target.sh("systemctl is-enabled pgstack.service").stdout.strip() == "enabled"
+    assert _order_total(target, order_id) == 600
+
+
+@pytest.mark.timeout(600)
+def test_a_backup_taken_on_the_target_restores(target: Target) -> None:
+    if "backup" not in target.services():
+        pytest.fail(
+            "the compose file has no backup service; this test expects one (services/backup)"
+        )
+    order_id = int(str(_measured["order_id"]))
+    target.stack("exec", "--no-TTY", "backup", "pgstack-backup", "run", timeout=300)
+    copies = target.sh("find /var/backups/pgstack -type f | wc -l").stdout.strip()
+    assert int(copies) > 0, "the off-site copy reaches the operator's backup directory"
+    later = _order(target)
+    admin = ("run", "--rm", "--no-deps", "--no-TTY", "backup", "pgstack-backup")
+    target.stack(*admin, "restore", "latest", "--yes", timeout=300)
+    target.stack("run", "--rm", "--no-TTY", "migrate", timeout=300)
+    target.stack("exec", "--no-TTY", "postgres", "pgstack-db-init")
+    target.stack(*admin, "reopen")
+    target.wait_ready()
+    assert _order_total(target, order_id) == 600
+    with target.http() as http:
+        assert http.get(f"/api/orders/{later}").status_code == 404, (
+            "the restore brings back the backup's data"
+        )
+    assert target.playbook("check.yml").failed == 0
