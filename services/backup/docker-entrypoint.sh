@@ -31,6 +31,10 @@ backup_pgpass_line() {
 backup_setup() {
 	install -d -o "$BACKUP_USER" -g "$BACKUP_USER" -m 0700 "$RUN_DIR"
 	install -d -o "$BACKUP_USER" -g "$BACKUP_USER" -m 0700 "${BACKUP_DIR:?}"
+	if [[ -d ${BACKUP_WAL_DIR:-/var/lib/pgstack-wal} ]]; then
+		# postgres's entrypoint makes it 2770 postgres:10003; base/ is ours.
+		install -d -o "$BACKUP_USER" -g "$BACKUP_USER" -m 0750 "${BACKUP_WAL_DIR:-/var/lib/pgstack-wal}/base"
+	fi
 	if [[ -n ${BACKUP_OFFSITE_DIR:-} && -d ${BACKUP_OFFSITE_DIR} ]]; then
 		chown "$BACKUP_USER:$BACKUP_USER" "$BACKUP_OFFSITE_DIR"
 	fi
@@ -49,6 +53,9 @@ backup_setup() {
 if [[ ${1:-} == pgstack-backup ]]; then
 	if [[ $(id -u) == 0 ]]; then
 		backup_setup "${2:-}"
+		# Point-in-time recovery writes postgres's data directory as its owner: stays root
+		# (a one-off container that `make restore TARGET_TIME=...` starts with postgres stopped).
+		if [[ ${2:-} == pitr-prepare ]]; then exec "$@"; fi
 		exec setpriv --reuid="$BACKUP_USER" --regid="$BACKUP_USER" --init-groups --inh-caps=-all -- "$@"
 	fi
 	[[ -r $RUN_DIR/pgpass ]] || backup_error "start this container as root; it drops to $BACKUP_USER itself"

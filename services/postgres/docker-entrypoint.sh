@@ -6,6 +6,7 @@
 set -Eeuo pipefail
 
 SECRETS_DIR=${PGSTACK_SECRETS_DIR:-/run/secrets}
+WAL_ARCHIVE_DIR=${WAL_ARCHIVE_DIR:-/var/lib/pgstack-wal}
 
 as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
 
@@ -14,6 +15,8 @@ postgres_setup_dirs() {
 	install -d -o postgres -g postgres -m 0700 "$PGDATA"
 	install -d -o postgres -g postgres -m 2775 /var/run/postgresql
 	chown postgres:postgres "$PGDATA"
+	# The WAL archive volume: postgres writes, the backup service (gid 10003) reads and prunes.
+	install -d -o postgres -g 10003 -m 0770 "$WAL_ARCHIVE_DIR" "$WAL_ARCHIVE_DIR/wal"
 }
 
 # postgres_initdb: initialise an empty data directory; the superuser password comes from its file.

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pgstack_backup import db, log, restore, runner, state, verify
+from pgstack_backup import basebackup, db, log, pitr, restore, runner, state, verify
 from pgstack_backup.schedule import serve
 from pgstack_backup.settings import Settings, SettingsError
 from pgstack_backup.store import Store
@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     rest.add_argument("backup", nargs="?", default="latest")
     rest.add_argument("--yes", action="store_true", help="confirm: the live data is replaced")
     sub.add_parser("reopen", help="let the API's role connect again after a restore")
+    pitr = sub.add_parser("pitr-prepare", help="(root, postgres stopped) unpack a base backup "
+                          "and configure recovery to TARGET_TIME; see pitr-restore.sh")  # fmt: skip
+    pitr.add_argument("--target-time", required=True)
+    sub.add_parser("base-list", help="base backups for point-in-time recovery")
     sub.add_parser("health", help="exit 0 when the last verified backup is recent enough")
     return parser
 
@@ -102,7 +106,7 @@ def _verify(settings: Settings, name: str, test_restore: bool) -> Exit:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    if args.command != "health":
+    if args.command not in {"health", "pitr-prepare"}:
         _drop_root(argv)
     try:
         settings = Settings.from_env()
@@ -125,6 +129,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "(make restore CONFIRM=1)", file=sys.stderr)  # fmt: skip
                 return Exit.REFUSED
             restore.restore(settings, args.backup)
+            return Exit.OK
+        if args.command == "pitr-prepare":
+            pitr.prepare(settings, pitr.parse_target(args.target_time, settings.tz))
+            return Exit.OK
+        if args.command == "base-list":
+            for base in basebackup.BaseStore(settings.wal_dir).backups():
+                manifest = base.manifest or {}
+                print(
+                    f"{base.name:34} {manifest.get('size', 0) / 1e6:10.2f} MB  "
+                    f"finished {manifest.get('finished_at')}  from WAL {manifest.get('start_wal')}"
+                )
             return Exit.OK
         if args.command == "reopen":
             restore.reopen(settings)

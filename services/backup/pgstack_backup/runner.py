@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pgstack_backup import dump, log, offsite, state, verify
+from pgstack_backup import basebackup, dump, log, offsite, state, verify
 from pgstack_backup.retention import Candidate, Policy, to_delete
 from pgstack_backup.settings import Settings
 from pgstack_backup.store import Backup, Store
@@ -65,6 +65,17 @@ def backup_locked(settings: Settings, store: Store, label: str = "",
     return backup, report
 
 
+def _pitr(settings: Settings, label: str) -> str | None:
+    """A base backup for point-in-time recovery, then a check that WAL archiving works."""
+    if not settings.pitr:
+        return None
+    base = basebackup.take(settings, label)
+    problem = basebackup.archiving_problem(settings, basebackup.BaseStore(settings.wal_dir))
+    if problem:
+        raise RuntimeError(f"point-in-time recovery is not possible: {problem}")
+    return base.name
+
+
 def run(settings: Settings, label: str = "") -> dict[str, Any]:
     """A complete run; raises after recording the failure (health, log, webhook)."""
     store = Store(settings.backup_dir)
@@ -75,6 +86,7 @@ def run(settings: Settings, label: str = "") -> dict[str, Any]:
             backup, report = backup_locked(settings, store, label)
             deleted = apply_retention(settings, store)
             copied = offsite.sync(settings, store)
+            base = _pitr(settings, label)
     except Busy:
         log.event("backup_skipped", reason="another run holds the lock")
         raise
@@ -94,7 +106,8 @@ def run(settings: Settings, label: str = "") -> dict[str, Any]:
         "event": "backup", "status": "ok", "backup": backup.name, "size": manifest.get("size"),
         "rows": sum(manifest.get("tables", {}).values()),
         "alembic_revision": manifest.get("alembic_revision"), "verified": report,
-        "deleted": deleted, "offsite": copied, "duration_s": success["duration_s"],
+        "deleted": deleted, "offsite": copied, "base_backup": base,
+        "duration_s": success["duration_s"],
     }  # fmt: skip
     log.event(**summary)  # type: ignore[arg-type]
     log.notify(settings.webhook_url, summary)

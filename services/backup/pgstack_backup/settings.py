@@ -53,6 +53,9 @@ class Settings:
     webhook_url: str
     offsite_dir: Path | None
     offsite_age_recipient: str
+    pitr: bool
+    base_keep: int
+    wal_dir: Path
     db_host: str
     db_port: int
     database: str
@@ -99,6 +102,9 @@ class Settings:
             webhook_url=webhook,
             offsite_dir=Path(offsite) if offsite else None,
             offsite_age_recipient=recipient,
+            pitr=_bool(env, "BACKUP_PITR", True),
+            base_keep=_int(env, "BACKUP_BASE_KEEP", 7, minimum=1),
+            wal_dir=Path(env.get("BACKUP_WAL_DIR", "").strip() or "/var/lib/pgstack-wal"),
             db_host=env.get("PGHOST", "").strip() or "postgres",
             db_port=_int(env, "PGPORT", 5432, minimum=1),
             database=database,

@@ -15,10 +15,12 @@ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r)
 
 ALTER ROLE app_owner  WITH LOGIN NOSUPERUSER CREATEDB   NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'app_owner_password';
 ALTER ROLE app        WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'app_password';
-ALTER ROLE app_backup WITH LOGIN NOSUPERUSER CREATEDB   NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'app_backup_password';
+ALTER ROLE app_backup WITH LOGIN NOSUPERUSER CREATEDB   NOCREATEROLE REPLICATION   NOBYPASSRLS PASSWORD :'app_backup_password';
 GRANT pg_read_all_data TO app_backup;
 -- Backups (services/backup): app_backup creates, fills and drops a scratch database to test-restore
 -- each backup (elsewhere it only reads: pg_read_all_data is its one privilege on data).
+-- REPLICATION lets it take base backups (pg_basebackup) for point-in-time recovery: it then
+-- reads the cluster's files, password verifiers included -- the price of physical backups.
 -- app_owner runs `make restore`: a new database, then a rename swap, after ending the app's
 -- sessions (pg_signal_backend: non-superuser backends only). Neither gets write access to data
 -- it did not have; the superuser stays local-only.
