@@ -92,8 +92,10 @@ db-reset: preflight ## Drop and recreate the schema: every row is lost. Needs CO
 	@$(DB_CLI) reset --yes
 
 ##@ Backup (services/backup; runbook: docs/operations.md "Backups and restores")
-# BACKUP names a backup (make backup-list) or "latest".
+# BACKUP names a backup (make backup-list) or "latest". TARGET_TIME ('2026-11-27 10:15:00+00:00';
+# no offset: BACKUP_TZ) makes `make restore` a point-in-time recovery of the whole cluster.
 BACKUP ?= latest
+TARGET_TIME ?=
 # The running service does the work, as its own user (the same code path as the schedule).
 BACKUP_CLI := $(COMPOSE) exec --no-TTY --user pgbackup backup pgstack-backup
 # Restore runs in a one-off container: only it gets the owner role's password.
@@ -109,19 +111,27 @@ backup-list: preflight ## List backups: name, size, migration revision, rows, ve
 verify-backup: preflight ## Verify BACKUP (default latest): checksums, contents, a real test restore.
 	@$(BACKUP_CLI) verify $(BACKUP)
 
-restore: preflight ## Restore BACKUP=<name|latest> over the live data (API answers 503 meanwhile). Needs CONFIRM=1.
+restore: preflight ## Restore BACKUP=<name|latest>, or TARGET_TIME=<time> (point in time); API 503 meanwhile. Needs CONFIRM=1.
 	@if [[ "$(CONFIRM)" != 1 ]]; then \
-		echo "restore replaces every row of $(COMPOSE_PROJECT_NAME) with backup '$(BACKUP)' (a safety backup is taken first)." >&2; \
-		echo "Run: make restore BACKUP=$(BACKUP) CONFIRM=1" >&2; exit 4; fi
+		echo "restore replaces every row of $(COMPOSE_PROJECT_NAME) with $(if $(TARGET_TIME),the data as of $(TARGET_TIME),backup '$(BACKUP)') (a safety backup is taken first)." >&2; \
+		echo "Run: make restore $(if $(TARGET_TIME),TARGET_TIME='$(TARGET_TIME)',BACKUP=$(BACKUP)) CONFIRM=1" >&2; exit 4; fi
+	@$(MAKE) $(if $(TARGET_TIME),restore-pitr,restore-dump)
+	@# PgBouncer retries a failed server login after server_login_retry (1 s): wait for /readyz.
+	@$(COMPOSE) exec --no-TTY api python3 -c "$$API_READY_WAIT"
+
+# The two kinds of restore behind `make restore` (no help line: call `make restore`).
+.PHONY: restore-dump restore-pitr
+restore-dump:
 	@$(BACKUP_ADMIN) restore $(BACKUP) --yes
 	@echo "migrations to head (a no-op when the backup is at head):"
 	@$(COMPOSE) run --rm --no-TTY migrate || { \
 		echo "error: migrations failed; the API stays locked out (503). Fix, then: make db-deploy db-init && $(BACKUP_ADMIN) reopen" >&2; exit 1; }
 	@$(COMPOSE) exec --no-TTY postgres pgstack-db-init
 	@$(BACKUP_ADMIN) reopen
-	@# PgBouncer retries a failed server login after server_login_retry (1 s): wait for /readyz.
-	@$(COMPOSE) exec --no-TTY api python3 -c "$$API_READY_WAIT"
-	@echo "restored '$(BACKUP)'; the API serves it again. The replaced database is kept (see above) until you drop it."
+	@echo "restored '$(BACKUP)'. The replaced database is kept (see above) until you drop it."
+
+restore-pitr:
+	@services/backup/pitr-restore.sh "$(TARGET_TIME)"
 
 # Polls the API's /readyz from inside its container for up to 30 s.
 define API_READY_WAIT
