@@ -57,17 +57,25 @@ class BaseStore:
         return sorted(found, key=lambda b: (b.taken_at, b.name))
 
 
-def archiving_problem(settings: Settings, store: BaseStore) -> str | None:
-    """Why point-in-time recovery is broken right now, or None."""
+def archiving_problem(settings: Settings, store: BaseStore, wait_s: float = 15) -> str | None:
+    """Why point-in-time recovery is broken right now, or None. A failure newer than the last
+    success gets `wait_s` to clear: the base backup just closed a WAL file, which wakes the
+    archiver, so a repaired archive shows within a second or two."""
+    deadline = time.monotonic() + wait_s
     with db.connect(settings) as conn:
-        row = conn.execute(
-            "SELECT current_setting('archive_mode'), last_archived_time, last_failed_time, "
-            "last_failed_wal FROM pg_stat_archiver"
-        ).fetchone()
-    mode, archived, failed, failed_wal = row  # type: ignore[misc]
+        while True:
+            row = conn.execute(
+                "SELECT current_setting('archive_mode'), last_archived_time, last_failed_time, "
+                "last_failed_wal FROM pg_stat_archiver"
+            ).fetchone()
+            mode, archived, failed, failed_wal = row  # type: ignore[misc]
+            failing = failed is not None and (archived is None or failed > archived)
+            if not failing or time.monotonic() > deadline:
+                break
+            time.sleep(1)
     if mode == "off":
         return "archive_mode is off in postgresql.conf"
-    if failed is not None and (archived is None or failed > archived):
+    if failing:
         return f"WAL archiving is failing since {failed} (last failed file {failed_wal})"
     newest = store.backups()[-1:] if store.backups() else []
     since = newest[0].taken_at.timestamp() if newest else 0.0

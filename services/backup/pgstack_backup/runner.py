@@ -101,6 +101,8 @@ def run(settings: Settings, label: str = "") -> dict[str, Any]:
     manifest = backup.manifest or {}
     success = {"name": backup.name, "at": log.iso(log.now()), "size": manifest.get("size"),
                "duration_s": round(time.monotonic() - started, 3)}  # fmt: skip
+    # This run checked WAL archiving too: an older archive alert is over.
+    current = {k: v for k, v in state.load(store.state_path).items() if k != "archive_problem"}
     state.save({**current, "last_success": success}, store.state_path)
     summary = {
         "event": "backup", "status": "ok", "backup": backup.name, "size": manifest.get("size"),

@@ -13,11 +13,12 @@ from types import FrameType
 
 from croniter import croniter
 
-from pgstack_backup import db, log, runner, state
+from pgstack_backup import basebackup, db, log, runner, state
 from pgstack_backup.settings import Settings
 from pgstack_backup.store import Store
 
 _stop = threading.Event()
+ARCHIVE_CHECK_S = 300
 
 
 def _on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -45,8 +46,12 @@ def serve(settings: Settings) -> int:
     while not _stop.is_set():
         due = times.get_next(datetime)
         log.event("next_run", at=log.iso(due))
-        if _stop.wait(max(0.0, (due - log.now()).total_seconds())):
-            break
+        # Between runs, watch WAL archiving: a broken archive must not wait a day to be noticed.
+        while (remaining := (due - log.now()).total_seconds()) > 0:
+            if _stop.wait(min(remaining, ARCHIVE_CHECK_S)):
+                return 0
+            if settings.pitr and (due - log.now()).total_seconds() > 0:
+                _check_archive(settings, store)
         _run_guarded(settings)
         # A run longer than the interval: skip the times already past rather than run late twice.
         times = croniter(settings.schedule, log.now().astimezone(settings.tz))
@@ -60,3 +65,25 @@ def _run_guarded(settings: Settings) -> None:
         return  # logged by runner.run; the running one covers this time
     except Exception:  # recorded by runner.run (health, log, webhook); keep serving
         return
+
+
+def _check_archive(settings: Settings, store: Store) -> None:
+    """Record (and announce once) a WAL archiving problem in the health state; clear it after."""
+    try:
+        problem = basebackup.archiving_problem(
+            settings, basebackup.BaseStore(settings.wal_dir), wait_s=0
+        )
+    except Exception as exc:  # postgres down: its own health check says so, not ours
+        log.event("archive_check_skipped", error=str(exc))
+        return
+    current = state.load(store.state_path)
+    if problem and not current.get("archive_problem"):
+        alert = {"event": "archive_alert", "status": "failed", "error": problem}
+        log.event(**alert)  # type: ignore[arg-type]
+        log.notify(settings.webhook_url, alert)
+    if problem:
+        state.save({**current, "archive_problem": {"at": log.iso(log.now()), "error": problem}},
+                   store.state_path)  # fmt: skip
+    elif current.pop("archive_problem", None):
+        log.event("archive_alert", status="ok")
+        state.save(current, store.state_path)

@@ -48,6 +48,8 @@ def schedule_interval(schedule: str, tz: Any, start: datetime) -> timedelta:
 def health(state: dict[str, Any], interval: timedelta, at: datetime) -> tuple[bool, str]:
     """Healthy when the last run did not fail and the last verified success (or, before the
     first one, the service's first start) is at most 1.5 schedule intervals old."""
+    if state.get("archive_problem"):
+        return False, f"point-in-time recovery is broken: {state['archive_problem']['error']}"
     success = state.get("last_success") or {}
     failure = state.get("last_failure") or {}
     if failure and failure.get("at", "") > success.get("at", ""):
