@@ -64,6 +64,7 @@ services:
   backup:
     volumes: !override
       - backups-offsite:/var/lib/pgstack-offsite
+      - wal-archive:/var/lib/pgstack-wal
     tmpfs: !override
       - /tmp
       - /run/pgstack-backup

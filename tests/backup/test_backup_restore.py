@@ -272,3 +272,32 @@ def test_verified_backups_are_copied_off_site_encrypted_and_decrypt_to_the_same_
     assert code == 0, out
     manifest = bstack.exec("backup", "cat", f"{OFFSITE}/{name}/manifest.json")[1]
     assert out.decode().split()[0] in manifest
+
+
+_HOOK_RECEIVER = """
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        open("/tmp/hook.json", "ab").write(body + b"\\n")
+        self.send_response(204)
+        self.end_headers()
+http.server.HTTPServer(("127.0.0.1", 9999), H).handle_request()
+"""
+
+
+def test_the_webhook_receives_the_summary_of_a_run(bstack: BackupStack) -> None:
+    container = bstack.container("backup")
+    container.exec_run(["python3", "-c", _HOOK_RECEIVER], user="pgbackup", detach=True)
+    time.sleep(1)
+    code, out = container.exec_run(
+        ["pgstack-backup", "run"], user="pgbackup",
+        environment={"BACKUP_WEBHOOK_URL": "http://127.0.0.1:9999/hook"},
+    )  # fmt: skip
+    assert code == 0, out
+    assert last_event(out.decode(), "webhook")["status"] == 204
+    code, body = bstack.exec("backup", "cat", "/tmp/hook.json")  # noqa: S108 -- in the container
+    assert code == 0, body
+    summary = events(body)[-1]
+    assert summary["event"] == "backup" and summary["status"] == "ok"
+    assert summary["verified"]["ok"] is True

@@ -35,7 +35,9 @@ def test_restore_to_a_time_gives_exactly_the_rows_committed_before_it(
     assert (_rows(stack, "before"), _rows(stack, "after")) == (7, 5)
 
     restored = stack.make("restore", f"TARGET_TIME={target}", "CONFIRM=1", timeout=400)
-    assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-3000:]
+    if restored.returncode != 0:
+        logs = stack.compose("logs", "--no-color", "--tail=40", "api", "pgbouncer", check=False)
+        raise AssertionError(f"{restored.stdout[-2000:]}{restored.stderr[-2000:]}\n{logs.stdout}")
     assert (_rows(stack, "before"), _rows(stack, "after")) == (7, 0)
     # Recovery promoted onto a new timeline, and the API serves the recovered data.
     assert stack.psql("SELECT pg_is_in_recovery()") == "f"
