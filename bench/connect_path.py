@@ -1,8 +1,8 @@
 """`pgbench -C` on the API's connect path, against its ceiling and SCRAM over TCP, in one run.
 
 Three PgBouncers from the same image and config, differing only in authentication:
-  api_path  the stack's own PgBouncer: unix socket on a shared volume, peer auth (the API's path);
-  ceiling   the same path with trust (no authentication at all): the upper bound;
+  api_path  the stack's own PgBouncer: unix socket on a shared volume, 0660 group pgsocket;
+  ceiling   the same path open to anyone (mode 0777, trust): the upper bound;
   scram_tcp SCRAM-SHA-256 (4096 iterations) over TCP, PgBouncer holding the role's stored verifier
             (the best SCRAM setup: no plaintext, server login reuses the client's proof).
 Each runs `SELECT 1` with a new connection per transaction (-C), like NullPool per request,
@@ -27,6 +27,8 @@ from tests.stack.compose import IMAGE_TAG, REPO, Stack
 CLIENTS = 8
 THREADS = 2
 SECONDS = 3 if os.environ.get("BENCH_QUICK") == "1" else 5
+# The API's socket group (services/pgbouncer and services/api Dockerfiles).
+SOCKET_GID = "10010"
 ROUNDS = 1 if os.environ.get("BENCH_QUICK") == "1" else 3
 _TPS = re.compile(r"^tps = ([0-9.]+)", re.MULTILINE)
 
@@ -52,6 +54,7 @@ def _pgbench(
          f"-T {SECONDS} -f /tmp/s.sql '{dsn}'"],
         entrypoint=[],
         user=user,
+        group_add=[SOCKET_GID],  # like the API's app user
         network=f"{stack.project}_backend",
         volumes=volumes,
         environment=env,
@@ -66,9 +69,19 @@ def _pgbench(
 
 
 def _variant_pgbouncer(
-    stack: Stack, name: str, hba: str, extra_ini: dict[str, str], files: dict[str, str]
+    stack: Stack,
+    name: str,
+    hba: str,
+    extra_ini: dict[str, str],
+    files: dict[str, str],
+    *,
+    bypass_entrypoint: bool = False,
 ) -> tuple[str, str]:
-    """Start a PgBouncer like the stack's with another hba; returns (container, socket volume)."""
+    """Start a PgBouncer like the stack's with another hba; returns (container, socket volume).
+
+    bypass_entrypoint runs PgBouncer directly, as the pgbouncer user: the ceiling's open socket
+    is exactly what the production entrypoint refuses to start with.
+    """
     client = docker.from_env()
     workdir = Path(tempfile.mkdtemp(prefix=f"pgstack-bench-{name}-"))
     workdir.chmod(0o755)
@@ -83,9 +96,13 @@ def _variant_pgbouncer(
         path.chmod(0o644)
     volume = f"{stack.project}_bench-{name}-socket"
     client.volumes.create(volume)
+    command = ["pgbouncer", "/etc/pgstack/pgbouncer.ini"]
+    if bypass_entrypoint:
+        command = ["setpriv", "--reuid=pgbouncer", "--regid=pgbouncer", "--init-groups", *command]
     container = client.containers.run(
         f"pgstack-pgbouncer:{IMAGE_TAG}",
-        ["pgbouncer", "/etc/pgstack/pgbouncer.ini"],
+        command,
+        entrypoint=[] if bypass_entrypoint else None,
         name=f"{stack.project}-bench-{name}",
         detach=True,
         network=f"{stack.project}_backend",
@@ -117,7 +134,14 @@ def run(stack: Stack) -> list[PgbenchResult]:
     assert verifier.startswith("SCRAM-SHA-256$4096:"), "expected a SCRAM-4096 verifier for app"
     started: list[str] = []
     try:
-        trust, trust_volume = _variant_pgbouncer(stack, "trust", "local all all trust\n", {}, {})
+        trust, trust_volume = _variant_pgbouncer(
+            stack,
+            "trust",
+            "local all all trust\n",
+            {"unix_socket_mode": "0777", "auth_file": "/etc/bench/userlist.txt"},
+            {"userlist.txt": f'"app" "{stack.secret("app_password")}"\n'},
+            bypass_entrypoint=True,
+        )
         started.append(trust)
         scram, _ = _variant_pgbouncer(
             stack,
@@ -129,9 +153,9 @@ def run(stack: Stack) -> list[PgbenchResult]:
         started.append(scram)
         socket_dsn = "host=/run/pgbouncer port=6432 dbname=pgstack user=app"
         variants = {
-            "api_path (socket, peer)": (socket_dsn, "10001:10001",
+            "api_path (socket, group 0660)": (socket_dsn, "10001:10001",
                                         f"{stack.project}_pgbouncer-run", {}),
-            "ceiling (socket, trust)": (socket_dsn, "10001:10001", trust_volume, {}),
+            "ceiling (socket, open 0777)": (socket_dsn, "10001:10001", trust_volume, {}),
             "scram_tcp (SCRAM-4096, TCP)": (f"host={scram} port=6432 dbname=pgstack user=app",
                                             "postgres", None,
                                             {"PGPASSWORD": stack.secret("app_password")}),

@@ -35,7 +35,7 @@ ini_value() {
 }
 
 # pgbouncer_render_auth: "app" in plaintext -- PgBouncer needs it for its own (rare, pooled) SCRAM
-# logins to PostgreSQL, since clients log in by peer; the stats user likewise (console logins are
+# logins to PostgreSQL, since clients authenticate by the socket's group; the stats user likewise (console logins are
 # rare, so the per-login SCRAM cost of a plaintext entry does not matter there).
 pgbouncer_render_auth() {
 	install -d -o pgbouncer -g pgbouncer -m 0700 "$RENDER_DIR"
@@ -87,12 +87,26 @@ pgbouncer_check_pools() {
 	echo "{\"event\": \"pool_check\", \"status\": \"ok\", \"server_connections\": $need, \"headroom\": $DIRECT_HEADROOM, \"server_max\": $server_max}"
 }
 
+# pgbouncer_check_socket_mode: the socket is the API path's authentication (hba trusts it), so
+# a mode that lets "other" connect would open the app role to anyone who can reach the volume.
+pgbouncer_check_socket_mode() {
+	local mode
+	mode=$(ini_value unix_socket_mode)
+	mode=${mode:-0777}
+	if (((8#$mode & 8#007) != 0)); then
+		echo "error: unix_socket_mode = $mode lets any local user connect as the app role;" \
+			"use 0660 with unix_socket_group = pgsocket (see pgbouncer_hba.conf)" >&2
+		exit 1
+	fi
+}
+
 if [[ ${1:-} == pgbouncer ]]; then
 	CONFIG=${*: -1}
 	if [[ $(id -u) != 0 ]]; then
 		echo "error: start this container as root; it drops to the pgbouncer user itself" >&2
 		exit 1
 	fi
+	pgbouncer_check_socket_mode
 	pgbouncer_render_auth
 	pgbouncer_check_pools
 	exec setpriv --reuid=pgbouncer --regid=pgbouncer --init-groups --inh-caps=-all -- "$@"

@@ -98,3 +98,13 @@ def test_pgbouncer_refuses_to_start_when_its_pools_exceed_max_connections(
     assert code == 1, logs
     assert "PostgreSQL admits only" in logs
     assert "default_pool_size=200" in logs
+
+
+def test_pgbouncer_refuses_a_socket_mode_that_lets_anyone_in(
+    bare_stack: Stack, tmp_path: Path
+) -> None:
+    code, logs = _pgbouncer_exit(
+        bare_stack, tmp_path, {"unix_socket_mode = 0660": "unix_socket_mode = 0666"}
+    )
+    assert code == 1, logs
+    assert "unix_socket_mode = 0666 lets any local user connect" in logs

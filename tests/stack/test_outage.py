@@ -34,6 +34,15 @@ def _wait_for_status(http: httpx.Client, path: str, status: int, timeout: float)
     raise AssertionError(f"{path} still answers {last}, not {status}, after {timeout} s")
 
 
+def _sample_sum(metrics: str, name: str) -> float:
+    """The sum of a Prometheus metric's samples over all label sets."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith((f"{name} ", f"{name}{{"))
+    )
+
+
 @pytest.mark.chaos
 @pytest.mark.parametrize("service", ["postgres", "pgbouncer"])
 def test_an_outage_gives_503_with_retry_after_and_the_api_recovers_by_itself(
@@ -70,6 +79,9 @@ def test_an_outage_gives_503_with_retry_after_and_the_api_recovers_by_itself(
                     assert response.json()["error"]["code"] == "database_unavailable"
             live, _ = _timed(http, "GET", "/livez")
             assert live.status_code == 200
+            metrics = http.get("/metrics").text
+            assert "pgstack_ready 0.0" in metrics
+            assert _sample_sum(metrics, "pgstack_db_errors_total") > 0
         finally:
             stack.container(service).start()
 

@@ -122,3 +122,43 @@ def test_the_ca_bundle_build_secret_is_not_in_any_layer(stack: Stack) -> None:
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert "BEGIN CERTIFICATE" not in history
+
+
+_SOCKET_LOGIN = """
+import sys, psycopg
+try:
+    psycopg.connect("host=/run/pgbouncer port=6432 dbname=pgstack user=" + sys.argv[1],
+                    connect_timeout=5).close()
+except psycopg.OperationalError as exc:
+    print("REJECTED", " ".join(str(exc).split()))
+else:
+    print("ACCEPTED")
+"""
+
+
+def _socket_login(stack: Stack, user: str, groups: list[str], role: str = "app") -> str:
+    """Connect to PgBouncer's socket from a fresh container of the API image, as uid:gid `user`."""
+    output: bytes = stack.client.containers.run(
+        f"pgstack-api:{IMAGE_TAG}",
+        ["python3", "-c", _SOCKET_LOGIN, role],
+        entrypoint=[],
+        user=user,
+        group_add=groups,
+        volumes={f"{stack.project}_pgbouncer-run": {"bind": "/run/pgbouncer", "mode": "rw"}},
+        network_mode="none",
+        remove=True,
+    )
+    return output.decode()
+
+
+def test_the_api_socket_is_open_to_its_group_only(stack: Stack) -> None:
+    code, out = stack.exec("pgbouncer", "stat", "-c", "%a %g", "/run/pgbouncer/.s.PGSQL.6432")
+    assert code == 0 and out.split() == ["660", "10010"], out
+    assert "ACCEPTED" in _socket_login(stack, "10001:10001", ["10010"])
+    outsider = _socket_login(stack, "10005:10005", [])
+    assert "REJECTED" in outsider and "Permission denied" in outsider, outsider
+
+
+def test_only_the_app_role_may_use_the_socket(stack: Stack) -> None:
+    for role in ("app_owner", "app_backup", "postgres"):
+        assert "REJECTED" in _socket_login(stack, "10001:10001", ["10010"], role), role

@@ -1,7 +1,7 @@
 """The engine and the transaction helper: how the API talks to its database.
 
 NullPool: PgBouncer owns pooling, so each transaction opens a connection to PgBouncer (a Unix
-socket with peer auth in the stack: cheap, no TIME_WAIT) and closes it afterwards.
+socket in the stack, open only to the socket's group: cheap, no TIME_WAIT) and closes it afterwards.
 
 psycopg through transaction pooling: psycopg prepares a statement after it has run it
 `prepare_threshold` (5) times on one connection. That is safe here because PgBouncer >= 1.22
