@@ -133,17 +133,17 @@ restore-dump:
 restore-pitr:
 	@services/backup/pitr-restore.sh "$(TARGET_TIME)"
 
-# Polls the API's /readyz from inside its container for up to 30 s.
+# Polls the API's /readyz from inside its container for up to 60 s (a loaded host is slow).
 define API_READY_WAIT
 import time, urllib.request
-for _ in range(60):
+for _ in range(120):
     try:
         if urllib.request.urlopen("http://127.0.0.1:8000/readyz", timeout=2).status == 200:
             print("api: ready"); break
     except OSError:
         time.sleep(0.5)
 else:
-    raise SystemExit("api: /readyz is not 200 after 30 s; see make logs SERVICE=api")
+    raise SystemExit("api: /readyz is not 200 after 60 s; see make logs SERVICE=api")
 endef
 export API_READY_WAIT
 
