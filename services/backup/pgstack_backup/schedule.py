@@ -79,7 +79,7 @@ def _check_archive(settings: Settings, store: Store) -> None:
     current = state.load(store.state_path)
     if problem and not current.get("archive_problem"):
         alert = {"event": "archive_alert", "status": "failed", "error": problem}
-        log.event(**alert)  # type: ignore[arg-type]
+        log.event(**alert)
         log.notify(settings.webhook_url, alert)
     if problem:
         state.save({**current, "archive_problem": {"at": log.iso(log.now()), "error": problem}},

@@ -41,7 +41,7 @@ def save(state: dict[str, Any], volume_path: Path, tmpfs_path: Path = TMPFS_STAT
 def schedule_interval(schedule: str, tz: Any, start: datetime) -> timedelta:
     """The longest gap between consecutive runs over the next 20 (irregular crons included)."""
     it = croniter(schedule, start.astimezone(tz))
-    times = [it.get_next(datetime) for _ in range(21)]
+    times: list[datetime] = [it.get_next(datetime) for _ in range(21)]
     return max(b - a for a, b in pairwise(times))
 
 
