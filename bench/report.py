@@ -71,7 +71,12 @@ def _chart(results: dict[str, Any], path: Path) -> None:
 
 
 def _table(results: dict[str, Any]) -> str:
-    lines = [f"Run of {results['generated_at']} on {results['machine']['cpus']} cores"
+    machine = results["machine"]
+    load = ""
+    if "load_average_at_start" in machine:
+        load = (f", load average {machine['load_average_at_start']:.1f} at the start"
+                f" and {machine.get('load_average_at_end', 0):.1f} at the end")  # fmt: skip
+    lines = [f"Run of {results['generated_at']} on {results['machine']['cpus']} cores{load}"
              f"{' (QUICK run)' if results['machine']['quick'] else ''}.", "",
              "| target | measured | wanted | met |", "|---|---|---|---|"]  # fmt: skip
     for t in results["targets"]:
