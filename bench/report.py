@@ -50,16 +50,21 @@ def _chart(results: dict[str, Any], path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     cp = results["connect_path"]
-    left.barh(
+    bars = left.barh(
         [r["name"] for r in cp], [r["tps"] for r in cp], color=["#2b7bb9", "#9ecae1", "#d95f0e"]
     )
+    left.bar_label(bars, fmt="{:,.0f}", padding=3)
     left.set_xlabel("new connections per second (pgbench -C, SELECT 1)")
     left.set_title("Connect path through PgBouncer")
     http = results["http"]
-    right.barh([r["name"] for r in http], [r["requests_per_s"] for r in http], color="#31a354")
+    bars = right.barh(
+        [r["name"] for r in http], [r["requests_per_s"] for r in http], color="#31a354"
+    )
+    right.bar_label(bars, fmt="{:,.0f}", padding=3)
     right.set_xlabel("requests per second (wrk, 64 connections)")
     right.set_title("API throughput")
     for axis in (left, right):
+        axis.margins(x=0.2)  # room for the labels
         axis.invert_yaxis()
         axis.grid(axis="x", alpha=0.3)
     fig.suptitle(
