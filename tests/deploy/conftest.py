@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,9 +82,10 @@ def releases(deploy_workdir: Path) -> Iterator[list[Release]]:
         for release in made:
             release.archive.unlink(missing_ok=True)
             for ref in release.refs:
-                # Removes this run's tag only; the image stays under its other tags.
+                # Removes this run's tag; the image stays while other tags or containers use it
+                # (force: another session may have moved the tag this image was built under).
                 with contextlib.suppress(docker.errors.ImageNotFound):
-                    client.images.remove(ref, noprune=True)
+                    client.images.remove(ref, force=True, noprune=True)
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +96,29 @@ def target(deploy_workdir: Path) -> Iterator[Target]:
         yield host
     finally:
         host.destroy()
+
+
+@pytest.fixture(scope="module")
+def api_only_release(releases: list[Release], deploy_workdir: Path) -> Iterator[Release]:
+    """Release 2 again, with a rebuilt API image under the same tag: only api (and migrate)
+    change, the way a moving tag ships a code change."""
+    base = releases[1]
+    api = next(ref for ref in base.refs if ref.startswith("pgstack-api:"))
+    env = dict(
+        os.environ,
+        PGSTACK_DEPLOY_PROJECT=f"pgstack-deploy-{os.getpid()}",
+        PGSTACK_DEPLOY_API_IMAGE=api,
+        PGSTACK_DEPLOY_CHANGE=f"{os.getpid()}-{time.time_ns()}",
+    )
+    compose = Path(__file__).parent / "release" / "compose.yml"
+    subprocess.run(
+        ["docker", "compose", "--file", str(compose), "build", "--quiet"], env=env, check=True
+    )
+    release = Release(base.tag, base.refs, deploy_workdir / f"images-{base.tag}-api.tar")
+    try:
+        subprocess.run(
+            ["docker", "save", "--output", str(release.archive), *release.refs], check=True
+        )
+        yield release
+    finally:
+        release.archive.unlink(missing_ok=True)

@@ -220,7 +220,8 @@ class Target:
             cwd=ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
         output = result.stdout + result.stderr
-        (self.workdir / "last-playbook.log").write_text(output)
+        with (self.workdir / "playbooks.log").open("a") as log:
+            log.write(output)
         match = _RECAP.search(result.stdout)
         if result.returncode != 0 or match is None:
             raise AssertionError(

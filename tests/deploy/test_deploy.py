@@ -100,8 +100,9 @@ def test_secrets_are_private_files_that_no_output_shows(
     assert modes.pop("pgstack /opt/pgstack/secrets") == "700"
     assert len(modes) == 6 and set(modes.values()) == {"400"}, modes
     values = target.sh("cat /opt/pgstack/secrets/*; echo").stdout
-    output = (deploy_workdir / "last-playbook.log").read_text()
-    # Six 43-character values; none may appear in what ansible printed.
+    output = (deploy_workdir / "playbooks.log").read_text()
+    assert "censored due to no_log" in output
+    # Six 43-character values; none may appear in anything ansible printed so far.
     for value in filter(None, values.replace("\n", " ").split(" ")):
         assert value not in output
 
@@ -182,6 +183,27 @@ def test_an_order_survives_a_release_with_migrations_before_the_new_api(
     # Bounded: a release restarts every service, each waiting for its healthcheck.
     assert downtime.longest_s < 60, downtime.gaps
     _measured["order_id"] = order_id
+
+
+@pytest.mark.timeout(600)
+def test_an_api_only_release_replaces_only_the_api_and_keeps_the_data(
+    target: Target, api_only_release: Release
+) -> None:
+    order_id = int(str(_measured["order_id"]))
+    before = {name: row["ID"] for name, row in target.services().items()}
+    with Downtime(f"{target.base_url}/readyz") as downtime:
+        recap = _deploy(target, api_only_release)
+        target.wait_ready()
+    _record(
+        api_release_unavailable_longest_s=round(downtime.longest_s, 2),
+        api_release_unavailable_gaps=len(downtime.gaps),
+    )
+    assert recap.changed > 0
+    after = target.services()
+    replaced = sorted(name for name in before if after[name]["ID"] != before[name])
+    assert replaced == ["api", "migrate"]
+    assert _order_total(target, order_id) == 600
+    assert downtime.longest_s < 30, downtime.gaps
 
 
 @pytest.mark.timeout(600)
