@@ -187,7 +187,8 @@ test: preflight base-image $(TEST_VENV)/.installed ## The whole suite: unit test
 test-unit: $(TEST_VENV)/.installed ## Unit tests only (no Docker).
 	@"$(TEST_VENV)/bin/pytest" tests/unit tests/dev $(PYTEST_ARGS)
 
-lint: $(TEST_VENV)/.installed ## ruff and mypy.
+lint: $(TEST_VENV)/.installed ## ruff, mypy, hadolint and shellcheck.
+	@"$(TEST_VENV)/bin/pytest" -q tests/unit/test_static.py
 	@"$(TEST_VENV)/bin/ruff" check services/api tests bench
 	@"$(TEST_VENV)/bin/ruff" format --check services/api tests bench
 	@cd services/api && "$(TEST_VENV)/bin/mypy"
