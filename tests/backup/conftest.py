@@ -91,5 +91,6 @@ def backup_stack_factory(
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "tests/backup/" in str(item.path) and "test_retention" not in str(item.path):
+        pure = ("test_retention", "test_health")
+        if "tests/backup/" in str(item.path) and not any(p in str(item.path) for p in pure):
             item.add_marker(pytest.mark.stack)
