@@ -272,6 +272,12 @@ def test_verified_backups_are_copied_off_site_encrypted_and_decrypt_to_the_same_
     assert code == 0, out
     manifest = bstack.exec("backup", "cat", f"{OFFSITE}/{name}/manifest.json")[1]
     assert out.decode().split()[0] in manifest
+    # Base backups and archived WAL go along, encrypted too: PITR works from the copy alone.
+    base = summary["base_backup"]
+    assert base in summary["offsite"]["pitr"]["base_copied"]
+    code, out = bstack.exec("backup", "sh", "-c",
+                            f"ls {OFFSITE}/pitr/base/{base}; ls {OFFSITE}/pitr/wal")  # fmt: skip
+    assert code == 0 and "base.tar.zst.age" in out and ".zst.age" in out.split("pg_wal")[-1], out
 
 
 _HOOK_RECEIVER = """

@@ -133,9 +133,13 @@ def take(settings: Settings, label: str = "") -> Backup:
     return backup
 
 
-def prune(settings: Settings, store: BaseStore) -> None:
+def prune(settings: Settings, store: BaseStore, wal_suffix: str = ".zst") -> None:
     """Keep the newest BACKUP_BASE_KEEP base backups and the WAL from the oldest one on."""
-    backups = [b for b in store.backups() if not b.checksum_problems()]
+    # An encrypted off-site copy cannot be checksummed here: its manifest's presence counts.
+    backups = [
+        b for b in store.backups()
+        if (not b.checksum_problems() if wal_suffix == ".zst" else b.manifest is not None)
+    ]  # fmt: skip
     doomed = [b for b in store.backups() if b not in backups[-settings.base_keep :]]
     for backup in doomed:
         gone = store.base / f"{PARTIAL_PREFIX}deleting-{backup.name}"
@@ -146,8 +150,8 @@ def prune(settings: Settings, store: BaseStore) -> None:
         return
     oldest = (kept[0].manifest or {}).get("start_wal", "")
     removed = 0
-    for path in store.wal.glob("*.zst"):
-        segment = path.name.removesuffix(".zst")
+    for path in store.wal.glob(f"*{wal_suffix}"):
+        segment = path.name.removesuffix(wal_suffix)
         # Compare log and segment numbers across timelines; keep .history and .backup files.
         if len(segment) == 24 and segment[8:] < oldest[8:]:
             path.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from pgstack_backup import log
+from pgstack_backup import basebackup, log
 from pgstack_backup.retention import Candidate, Policy, to_delete
 from pgstack_backup.settings import Settings
 from pgstack_backup.store import (
@@ -78,7 +78,37 @@ def sync(settings: Settings, store: Store) -> dict[str, object] | None:
     for name in sorted(doomed):
         (root / name).rename(root / f"{PARTIAL_PREFIX}deleting-{name}")
         shutil.rmtree(root / f"{PARTIAL_PREFIX}deleting-{name}", ignore_errors=True)
+    pitr = _sync_pitr(settings, root / "pitr") if settings.pitr else None
     result = {"dir": str(root), "copied": copied, "deleted": sorted(doomed),
-              "encrypted": bool(settings.offsite_age_recipient)}  # fmt: skip
+              "encrypted": bool(settings.offsite_age_recipient), "pitr": pitr}  # fmt: skip
     log.event("offsite", **result)
     return result
+
+
+def _sync_pitr(settings: Settings, root: Path) -> dict[str, object]:
+    """Base backups and archived WAL too, so point-in-time recovery works from the copy alone.
+    WAL files never change once archived: each is copied once. The copy keeps the newest
+    BACKUP_BASE_KEEP base backups and the WAL from the oldest of them on, like the original."""
+    local = basebackup.BaseStore(settings.wal_dir)
+    remote = basebackup.BaseStore(root)
+    remote.base.mkdir(parents=True, exist_ok=True)
+    remote.wal.mkdir(parents=True, exist_ok=True)
+    for stale in [*remote.base.glob(f"{PARTIAL_PREFIX}*"), *remote.wal.glob(".*")]:
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+    present = {p.name for p in remote.base.iterdir()}
+    bases = [b.name for b in local.backups() if b.name not in present and not b.checksum_problems()]
+    for name in bases:
+        copy(Backup(name, local.base / name), remote.base, settings.offsite_age_recipient)
+    suffix = AGE_SUFFIX if settings.offsite_age_recipient else ""
+    have = {p.name.removesuffix(AGE_SUFFIX) for p in remote.wal.iterdir()}
+    wal = 0
+    for source in sorted(local.wal.glob("*.zst")) if local.wal.is_dir() else []:
+        if source.name not in have:
+            tmp = remote.wal / f".{source.name}{suffix}"
+            _copy_file(source, tmp, settings.offsite_age_recipient)
+            written = tmp if not suffix else tmp.with_name(tmp.name + AGE_SUFFIX)
+            written.rename(remote.wal / f"{source.name}{suffix}")
+            wal += 1
+    fsync_path(remote.wal)
+    basebackup.prune(settings, remote, wal_suffix=f".zst{suffix}")
+    return {"base_copied": bases, "wal_copied": wal}

@@ -65,15 +65,13 @@ def backup_locked(settings: Settings, store: Store, label: str = "",
     return backup, report
 
 
-def _pitr(settings: Settings, label: str) -> str | None:
-    """A base backup for point-in-time recovery, then a check that WAL archiving works."""
+def _check_archiving(settings: Settings) -> None:
+    """After the base backup: point-in-time recovery also needs every WAL file since."""
     if not settings.pitr:
-        return None
-    base = basebackup.take(settings, label)
+        return
     problem = basebackup.archiving_problem(settings, basebackup.BaseStore(settings.wal_dir))
     if problem:
         raise RuntimeError(f"point-in-time recovery is not possible: {problem}")
-    return base.name
 
 
 def run(settings: Settings, label: str = "") -> dict[str, Any]:
@@ -85,8 +83,9 @@ def run(settings: Settings, label: str = "") -> dict[str, Any]:
         with locked(store):
             backup, report = backup_locked(settings, store, label)
             deleted = apply_retention(settings, store)
+            base = basebackup.take(settings, label).name if settings.pitr else None
             copied = offsite.sync(settings, store)
-            base = _pitr(settings, label)
+            _check_archiving(settings)
     except Busy:
         log.event("backup_skipped", reason="another run holds the lock")
         raise
