@@ -89,8 +89,9 @@ def releases(deploy_workdir: Path) -> Iterator[list[Release]]:
 
 
 @pytest.fixture(scope="module")
-def target(deploy_workdir: Path) -> Iterator[Target]:
-    host = Target(workdir=deploy_workdir)
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """A fresh target host for each test module, removed with everything in it afterwards."""
+    host = Target(workdir=tmp_path_factory.mktemp("target"))
     try:
         host.create()
         yield host

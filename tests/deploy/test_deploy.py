@@ -11,7 +11,6 @@ import json
 import time
 import uuid
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
@@ -90,9 +89,7 @@ def test_deploy_check_passes(target: Target) -> None:
     assert recap.failed == 0 and recap.changed == 0
 
 
-def test_secrets_are_private_files_that_no_output_shows(
-    target: Target, deploy_workdir: Path
-) -> None:
+def test_secrets_are_private_files_that_no_output_shows(target: Target) -> None:
     listing = target.sh(
         "stat --format '%a %U %n' /opt/pgstack/secrets /opt/pgstack/secrets/*"
     ).stdout
@@ -100,7 +97,7 @@ def test_secrets_are_private_files_that_no_output_shows(
     assert modes.pop("pgstack /opt/pgstack/secrets") == "700"
     assert len(modes) == 6 and set(modes.values()) == {"400"}, modes
     values = target.sh("cat /opt/pgstack/secrets/*; echo").stdout
-    output = (deploy_workdir / "playbooks.log").read_text()
+    output = (target.workdir / "playbooks.log").read_text()
     assert "censored due to no_log" in output
     # Six 43-character values; none may appear in anything ansible printed so far.
     for value in filter(None, values.replace("\n", " ").split(" ")):
