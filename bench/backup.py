@@ -5,7 +5,8 @@ default compression (gzip).
 Call from the bench driver with a running stack (it must include the backup service):
     results["backup"] = backup.run(stack)
 Targets: raw_dump_s / service_dump_s >= 0.9 and raw_restore_s / service_restore_s >= 0.9
-(the service adds at most ~10% over the raw tools); the zstd/gzip size ratio is reported.
+(the service adds at most ~10% over the raw tools); the zstd/gzip size ratio is reported, and the
+verification's own cost (exact row counts, dropping the scratch database) beside the restore.
 """
 
 from __future__ import annotations
@@ -68,7 +69,11 @@ def run(stack: Stack, size_mb: int = SIZE_MB) -> dict[str, Any]:
         raise RuntimeError(f"pgstack-backup run failed: {result.stdout[-2000:]}")
     events = _events(result.stdout)
     service_dump_s = float(events["dump_finished"]["duration_s"])
-    service_restore_s = float(events["verified"]["restore"]["duration_s"])
+    verified = events["verified"]["restore"]
+    # Like for like: the service's pg_restore step against a raw pg_restore of the same archive;
+    # the verification around it (exact row counts, dropping the scratch database) beside it.
+    service_restore_s = float(verified["pg_restore_s"])
+    verify_total_s = float(verified["duration_s"])
     zstd_bytes = int(events["dump_finished"]["size"])
 
     _log("raw pg_dump -Fc --compress=zstd:3, then the default (gzip)")
@@ -98,6 +103,9 @@ def run(stack: Stack, size_mb: int = SIZE_MB) -> dict[str, Any]:
         "service_restore_s": service_restore_s,
         "raw_restore_s": round(raw_restore_s, 3),
         "restore_ratio": round(raw_restore_s / service_restore_s, 3),
+        "service_verify_total_s": verify_total_s,
+        "service_verify_count_s": float(verified["count_s"]),
+        "service_verify_drop_s": float(verified["drop_s"]),
         "service_run_s": float(events["backup"]["duration_s"]),
         "zstd_bytes": zstd_bytes,
         "raw_zstd_bytes": raw_zstd_bytes,
@@ -114,7 +122,7 @@ def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {"name": "backup: raw pg_dump time / service dump time", "value": figures["dump_ratio"],
          "target": ">= 0.9", "met": figures["dump_ratio"] >= 0.9},
-        {"name": "backup: raw pg_restore time / service test restore", "value":
+        {"name": "backup: raw pg_restore time / service test restore (pg_restore step)", "value":
          figures["restore_ratio"], "target": ">= 0.9", "met": figures["restore_ratio"] >= 0.9},
     ]  # fmt: skip
 

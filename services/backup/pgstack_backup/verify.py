@@ -65,12 +65,14 @@ def check(backup: Backup, settings: Settings, *, test_restore: bool) -> dict[str
 def _test_restore(backup: Backup, settings: Settings, expected: dict[str, int]) -> dict[str, Any]:
     scratch = f"{SCRATCH_PREFIX}{backup.name.replace('-', '_').lower()}"[:63]
     started = time.monotonic()
+    timings: dict[str, float] = {}
     with db.connect(settings, dbname="postgres", writable=True) as conn:
         drop_stale(conn)
         db.create_database(conn, scratch)
         try:
             list_path = f"/tmp/{scratch}.list"  # noqa: S108 -- the container's private tmpfs
             filtered_list(backup, list_path)
+            mark = time.monotonic()
             try:
                 run_tool(
                     ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error",
@@ -83,10 +85,15 @@ def _test_restore(backup: Backup, settings: Settings, expected: dict[str, int]) 
                 )  # fmt: skip
             except ToolFailed as exc:
                 raise VerificationFailed(f"test restore failed: {exc}") from exc
+            timings["pg_restore_s"] = time.monotonic() - mark
+            mark = time.monotonic()
             with db.connect(settings, dbname=scratch) as scratch_conn:
                 restored = db.row_counts(scratch_conn)
+            timings["count_s"] = time.monotonic() - mark
         finally:
+            mark = time.monotonic()
             db.drop_database(conn, scratch)
+            timings["drop_s"] = time.monotonic() - mark
     differ = {
         t: {"manifest": expected.get(t), "restored": restored.get(t)}
         for t in sorted(set(expected) | set(restored))
@@ -95,7 +102,8 @@ def _test_restore(backup: Backup, settings: Settings, expected: dict[str, int]) 
     if differ:
         raise VerificationFailed(f"row counts after the test restore differ: {differ}")
     return {"tables": len(restored), "rows": sum(restored.values()),
-            "duration_s": round(time.monotonic() - started, 3)}  # fmt: skip
+            "duration_s": round(time.monotonic() - started, 3),
+            **{k: round(v, 3) for k, v in timings.items()}}  # fmt: skip
 
 
 def drop_stale(conn: Any) -> None:
