@@ -113,7 +113,18 @@ def api_only_release(releases: list[Release], deploy_workdir: Path) -> Iterator[
     )
     compose = Path(__file__).parent / "release" / "compose.yml"
     subprocess.run(
-        ["docker", "compose", "--file", str(compose), "build", "--quiet"], env=env, check=True
+        [
+            "docker",
+            "compose",
+            "--project-name",
+            env["PGSTACK_DEPLOY_PROJECT"],
+            "--file",
+            str(compose),
+            "build",
+            "--quiet",
+        ],
+        env=env,
+        check=True,
     )
     release = Release(base.tag, base.refs, deploy_workdir / f"images-{base.tag}-api.tar")
     try:

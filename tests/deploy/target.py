@@ -65,6 +65,7 @@ class Target:
     @property
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
+        env.pop("COMPOSE_PROJECT_NAME", None)
         env.update(
             PGSTACK_DEPLOY_PROJECT=self.project,
             PGSTACK_DEPLOY_SSH_PORT=str(self.ssh_port),
@@ -88,7 +89,10 @@ class Target:
         self, *args: str, timeout: float = 600, check: bool = True, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["docker", "compose", "--file", str(TARGET_COMPOSE), *args],
+            # --project-name: COMPOSE_PROJECT_NAME (exported by the Makefile and CI) would
+            # otherwise win over the file's `name:` and put the target in someone else's project.
+            ["docker", "compose", "--project-name", self.project, "--file", str(TARGET_COMPOSE),
+             *args],
             env=self.env, capture_output=True, text=True, timeout=timeout, check=check, input=input,
         )  # fmt: skip
 
