@@ -43,6 +43,21 @@ def _record(**figures: object) -> None:
     ARTIFACT.write_text(json.dumps(_measured, indent=2) + "\n")
 
 
+@pytest.mark.timeout(300)
+def test_check_mode_on_a_fresh_host_runs_and_changes_nothing(
+    target: Target, releases: list[Release]
+) -> None:
+    # Ansible's apt module answers check mode only with python3-apt (a real run installs it
+    # itself); ansible/README.md lists it under Requirements.
+    target.sh("apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-apt")
+    recap = _deploy(target, releases[0], "--check", "--diff")
+    assert recap.failed == 0 and recap.changed > 0
+    assert target.sh("command -v docker", check=False).returncode != 0, (
+        "check mode installed Docker"
+    )
+    assert target.sh("test -e /opt/pgstack", check=False).returncode != 0
+
+
 @pytest.mark.timeout(900)
 def test_the_playbook_converges_a_fresh_host(target: Target, releases: list[Release]) -> None:
     started = time.monotonic()
