@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,18 +21,21 @@ CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 @pytest.fixture(scope="module")
-def build_vars(target: Target) -> list[str]:
+def build_vars(target: Target) -> Iterator[list[str]]:
     base = target.workdir / "base-image.tar"
+    sources = target.workdir / "sources.tar"
     subprocess.run(["docker", "save", "--output", str(base), BASE_IMAGE], check=True)
     extra = {
         "pgstack_images_source": "build",
         "pgstack_image_tag": f"pgstack-deploy-{os.getpid()}-built",
         "pgstack_base_image": BASE_IMAGE,
         "pgstack_base_image_archive": str(base),
-        "pgstack_build_context_archive": str(target.workdir / "sources.tar"),
+        "pgstack_build_context_archive": str(sources),
         "pgstack_build_ca_bundle": str(CA_BUNDLE) if CA_BUNDLE.is_file() else "",
     }
-    return [arg for name, value in extra.items() for arg in ("--extra-vars", f"{name}={value}")]
+    yield [arg for name, value in extra.items() for arg in ("--extra-vars", f"{name}={value}")]
+    base.unlink(missing_ok=True)
+    sources.unlink(missing_ok=True)
 
 
 @pytest.mark.timeout(900)
