@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,3 +137,23 @@ class Stack:
 
     def secret(self, name: str) -> str:
         return (self.secrets_dir / name).read_text().strip()
+
+
+def create_user(http: httpx.Client) -> int:
+    """A new user through the API; returns its id."""
+    response = http.post(
+        "/api/users", json={"email": f"{uuid.uuid4().hex}@example.test", "name": "Test Buyer"}
+    )
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def create_product(http: httpx.Client, stock: int, price_cents: int = 1999) -> int:
+    """A new product with a unique SKU through the API; returns its id."""
+    response = http.post(
+        "/api/products",
+        json={"sku": f"T-{uuid.uuid4().hex[:12]}", "name": "Test item",
+              "price_cents": price_cents, "stock": stock},
+    )  # fmt: skip
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])

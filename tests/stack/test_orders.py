@@ -2,36 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
-
-from tests.stack.compose import Stack
-
-
-def _user(http: httpx.Client) -> int:
-    response = http.post(
-        "/api/users", json={"email": f"{uuid.uuid4().hex}@example.test", "name": "Test Buyer"}
-    )
-    assert response.status_code == 201, response.text
-    return int(response.json()["id"])
-
-
-def _product(http: httpx.Client, stock: int, price_cents: int = 1999) -> int:
-    response = http.post(
-        "/api/products",
-        json={"sku": f"T-{uuid.uuid4().hex[:12]}", "name": "Test item", "price_cents": price_cents,
-              "stock": stock},
-    )  # fmt: skip
-    assert response.status_code == 201, response.text
-    return int(response.json()["id"])
+from tests.stack.compose import Stack, create_product, create_user
 
 
 def test_an_order_decrements_stock_and_is_readable(stack: Stack) -> None:
     with stack.http() as http:
-        user = _user(http)
-        product = _product(http, stock=5, price_cents=250)
+        user = create_user(http)
+        product = create_product(http, stock=5, price_cents=250)
         created = http.post(
             "/api/orders", json={"user_id": user, "items": [{"product_id": product, "quantity": 2}]}
         )
@@ -45,8 +24,8 @@ def test_an_order_decrements_stock_and_is_readable(stack: Stack) -> None:
 
 def test_fifty_concurrent_orders_for_the_last_ten_items_never_oversell(stack: Stack) -> None:
     with stack.http(timeout=60) as http:
-        user = _user(http)
-        product = _product(http, stock=10)
+        user = create_user(http)
+        product = create_product(http, stock=10)
 
     def order(_: int) -> int:
         with stack.http(timeout=60) as client:
@@ -68,9 +47,9 @@ def test_fifty_concurrent_orders_for_the_last_ten_items_never_oversell(stack: St
 
 def test_an_out_of_stock_order_changes_nothing(stack: Stack) -> None:
     with stack.http() as http:
-        user = _user(http)
-        plenty = _product(http, stock=100)
-        scarce = _product(http, stock=1)
+        user = create_user(http)
+        plenty = create_product(http, stock=100)
+        scarce = create_product(http, stock=1)
         response = http.post(
             "/api/orders",
             json={"user_id": user, "items": [{"product_id": plenty, "quantity": 3},
@@ -85,7 +64,7 @@ def test_an_out_of_stock_order_changes_nothing(stack: Stack) -> None:
 def test_products_list_pages(stack: Stack) -> None:
     with stack.http() as http:
         for _ in range(3):
-            _product(http, stock=1)
+            create_product(http, stock=1)
         first = http.get("/api/products", params={"limit": 2})
     assert first.status_code == 200
     body = first.json()

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import httpx
 import pytest
 
-from tests.stack.compose import Stack
+from tests.stack.compose import Stack, create_product, create_user
 
 # The API's connect timeout is 3 s and PgBouncer fails waiting clients fast; 15 s is the bound
 # within which every request must have its answer (no hang).
@@ -50,13 +49,8 @@ def test_an_outage_gives_503_with_retry_after_and_the_api_recovers_by_itself(
 ) -> None:
     stack = private_stack
     with stack.http(timeout=ANSWER_BOUND_S + 5) as http:
-        product = http.post(
-            "/api/products",
-            json={"sku": f"OUT-{uuid.uuid4().hex[:10]}", "name": "x", "price_cents": 1, "stock": 5},
-        ).json()["id"]
-        user = http.post(
-            "/api/users", json={"email": f"{uuid.uuid4().hex}@example.test", "name": "u"}
-        ).json()["id"]
+        product = create_product(http, stock=5)
+        user = create_user(http)
         api_started = stack.container("api").attrs["State"]["StartedAt"]
 
         stack.container(service).stop(timeout=30)

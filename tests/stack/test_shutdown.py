@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.stack.compose import Stack
+from tests.stack.compose import Stack, create_product, create_user
 
 IN_FLIGHT = 10
 LOCK_HOLD_S = 3
@@ -19,18 +18,8 @@ LOCK_HOLD_S = 3
 def test_sigterm_lets_every_in_flight_request_finish(private_stack: Stack) -> None:
     stack = private_stack
     with stack.http() as http:
-        product = http.post(
-            "/api/products",
-            json={
-                "sku": f"SIG-{uuid.uuid4().hex[:10]}",
-                "name": "x",
-                "price_cents": 1,
-                "stock": 100,
-            },
-        ).json()["id"]
-        user = http.post(
-            "/api/users", json={"email": f"{uuid.uuid4().hex}@example.test", "name": "u"}
-        ).json()["id"]
+        product = create_product(http, stock=100)
+        user = create_user(http)
 
     # Hold the product's row lock in a separate session: the orders below block on it, so they are
     # provably in flight (inside a transaction, through PgBouncer) when SIGTERM arrives.
