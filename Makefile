@@ -92,46 +92,59 @@ db-reset: preflight ## Drop and recreate the schema: every row is lost. Needs CO
 	@$(DB_CLI) reset --yes
 
 ##@ Backup (services/backup; runbook: docs/operations.md "Backups and restores")
-# BACKUP names a backup (make backup-list) or "latest". TARGET_TIME ('2026-11-27 10:15:00+00:00';
-# no offset: BACKUP_TZ) makes `make restore` a point-in-time recovery of the whole cluster.
+# BACKUP names a dump (make backup-list) or "latest". TARGET_TIME ('2026-11-27 10:15:00+00:00';
+# no offset: BACKUP_TZ) makes `make restore` a point-in-time recovery of the whole cluster;
+# FORCE=1 skips its window check (a replay that fails then puts the previous cluster back).
 BACKUP ?= latest
 TARGET_TIME ?=
-# The running service does the work, as its own user (the same code path as the schedule).
-BACKUP_CLI := $(COMPOSE) exec --no-TTY --user pgbackup backup pgstack-backup
-# Restore runs in a one-off container: only it gets the owner role's password.
-BACKUP_ADMIN := $(COMPOSE) run --rm --no-deps --no-TTY backup pgstack-backup
+FORCE ?=
+# The running service does the work, as the cluster's owner (the same code path as the schedule).
+BACKUP_CLI := $(COMPOSE) exec --no-TTY --user postgres backup pgstack-backup
+# Steps that write the data volume, with postgres stopped, in a one-off container.
+BACKUP_ONE_OFF = $(COMPOSE) run --rm --no-deps --no-TTY \
+	--volume "$(COMPOSE_PROJECT_NAME)_pgdata:/var/lib/postgresql/restore" \
+	--env PGDATA=/var/lib/postgresql/restore/pgdata backup pgstack-backup
 
-.PHONY: backup backup-list verify-backup restore
-backup: preflight ## Take a backup now: dump, verify (test restore), retention, off-site copy.
+.PHONY: backup backup-list verify-backup restore restore-rollback backup-stanza-upgrade
+backup: preflight ## Back up now: pgBackRest (physical) and a verified dump, retention, off-site.
 	@$(BACKUP_CLI) run
 
-backup-list: preflight ## List backups: name, size, migration revision, rows, verification.
+backup-list: preflight ## Both kinds of backup, their verification, and the point-in-time window.
 	@$(BACKUP_CLI) list
 
-verify-backup: preflight ## Verify BACKUP (default latest): checksums, contents, a real test restore.
+verify-backup: preflight ## Verify dump BACKUP (default latest): checksums, contents, a real test restore.
 	@$(BACKUP_CLI) verify $(BACKUP)
 
-restore: preflight ## Restore BACKUP=<name|latest>, or TARGET_TIME=<time> (point in time); API 503 meanwhile. Needs CONFIRM=1.
+restore: preflight ## Restore BACKUP=<dump|latest>, or TARGET_TIME=<time> (point in time); API 503 meanwhile. Needs CONFIRM=1.
 	@if [[ "$(CONFIRM)" != 1 ]]; then \
 		echo "restore replaces every row of $(COMPOSE_PROJECT_NAME) with $(if $(TARGET_TIME),the data as of $(TARGET_TIME),backup '$(BACKUP)') (a safety backup is taken first)." >&2; \
 		echo "Run: make restore $(if $(TARGET_TIME),TARGET_TIME='$(TARGET_TIME)',BACKUP=$(BACKUP)) CONFIRM=1" >&2; exit 4; fi
 	@$(MAKE) $(if $(TARGET_TIME),restore-pitr,restore-dump)
-	@# PgBouncer retries a failed server login after server_login_retry (1 s): wait for /readyz.
-	@$(COMPOSE) exec --no-TTY api python3 -c "$$API_READY_WAIT"
+
+restore-rollback: preflight ## After an interrupted point-in-time recovery: put the previous cluster back.
+	@$(COMPOSE) stop postgres
+	@$(BACKUP_ONE_OFF) pitr-rollback
+	@$(COMPOSE) up --detach --wait --wait-timeout 300
+
+backup-stanza-upgrade: preflight ## A re-initialised cluster: start its own history in the repository.
+	@$(BACKUP_CLI) stanza-upgrade
 
 # The two kinds of restore behind `make restore` (no help line: call `make restore`).
 .PHONY: restore-dump restore-pitr
 restore-dump:
-	@$(BACKUP_ADMIN) restore $(BACKUP) --yes
-	@echo "migrations to head (a no-op when the backup is at head):"
-	@$(COMPOSE) run --rm --no-TTY migrate || { \
-		echo "error: migrations failed; the API stays locked out (503). Fix, then: make db-deploy db-init && $(BACKUP_ADMIN) reopen" >&2; exit 1; }
-	@$(COMPOSE) exec --no-TTY postgres pgstack-db-init
-	@$(BACKUP_ADMIN) reopen
-	@echo "restored '$(BACKUP)'. The replaced database is kept (see above) until you drop it."
+	@started=$$(date +%s); \
+	$(BACKUP_CLI) restore $(BACKUP) --yes; \
+	echo "migrations to head (a no-op when the backup is at head):"; \
+	$(COMPOSE) run --rm --no-TTY migrate || { \
+		echo "error: migrations failed; the API stays locked out (503). Fix, then: make db-deploy db-init && $(BACKUP_CLI) reopen" >&2; exit 1; }; \
+	$(COMPOSE) exec --no-TTY postgres pgstack-db-init; \
+	$(BACKUP_CLI) reopen; \
+	$(COMPOSE) exec --no-TTY api python3 -c "$$API_READY_WAIT"; \
+	echo "restored '$(BACKUP)'; the API was unavailable for $$(( $$(date +%s) - started )) s."; \
+	echo "The replaced database is kept (see above) until you drop it."
 
 restore-pitr:
-	@services/backup/pitr-restore.sh "$(TARGET_TIME)"
+	@services/backup/pitr-restore.sh "$(TARGET_TIME)" $(if $(filter 1,$(FORCE)),force)
 
 # Polls the API's /readyz from inside its container for up to 60 s (a loaded host is slow).
 define API_READY_WAIT

@@ -6,7 +6,8 @@
 set -Eeuo pipefail
 
 SECRETS_DIR=${1:-${PGSTACK_SECRETS_DIR:-secrets}}
-SECRETS=(postgres_password app_owner_password app_password app_backup_password pgbouncer_stats_password ops_token)
+SECRETS=(postgres_password app_owner_password app_password app_backup_password pgbouncer_stats_password ops_token
+	backup_repo2_cipher_pass)
 
 # 32 random bytes, URL-safe base64 without padding: 256 bits, no character that needs quoting in
 # a connection string, an auth file or a shell.

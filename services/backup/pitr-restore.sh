@@ -1,72 +1,117 @@
 #!/usr/bin/env bash
-# pitr-restore.sh -- point-in-time recovery of the whole PostgreSQL cluster to TARGET_TIME.
-# Usage: services/backup/pitr-restore.sh 'TARGET_TIME'      (make restore TARGET_TIME=... CONFIRM=1)
-# Runs on the host with the compose project's environment (the Makefile exports it).
-# The API answers 503 while postgres is down, from step 3 until step 6.
+# pitr-restore.sh -- point-in-time recovery of the whole cluster to TARGET_TIME, with pgBackRest.
+# Usage: services/backup/pitr-restore.sh 'TARGET_TIME' [force]   (make restore TARGET_TIME=... CONFIRM=1)
+# Runs on the host with the compose project's environment and API_READY_WAIT (the Makefile
+# exports both). Nothing is
+# touched until the target is known to be reachable; once the current cluster is set aside, any
+# failure (restore, replay, a crash, Ctrl-C) puts it back and starts it again.
 set -Eeuo pipefail
 
 COMPOSE=(docker compose)
-TARGET=${1:?usage: pitr-restore.sh TARGET_TIME}
+TARGET=${1:?usage: pitr-restore.sh TARGET_TIME [force]}
+FORCE=${2:-}
+# No replay progress for this long means recovery is stuck: give up and put the old cluster back.
+STALL_S=${PITR_STALL_TIMEOUT:-300}
 PGDATA_VOLUME="${COMPOSE_PROJECT_NAME:?}_pgdata"
+BACKUP_CLI=("${COMPOSE[@]}" exec --no-TTY --user postgres backup pgstack-backup)
+# A one-off backup container with the data volume writable at a path of its own (the service
+# mounts it read-only), postgres stopped.
+ONE_OFF=("${COMPOSE[@]}" run --rm --no-deps --no-TTY --volume "$PGDATA_VOLUME:/var/lib/postgresql/restore"
+	--env PGDATA=/var/lib/postgresql/restore/pgdata backup pgstack-backup)
 
 pitr_step() { printf '\n== %s\n' "$*"; }
+pitr_error() { printf 'error: %s\n' "$*" >&2; }
 
-# pitr_psql SQL...: queries as the superuser over postgres's own socket (peer auth, local only);
-# each argument is a transaction of its own.
+# usage: pitr_psql SQL
+# One query as the superuser over postgres's own socket; prints the value, fails quietly.
 pitr_psql() {
-	local commands=() sql
-	for sql in "$@"; do commands+=("--command=$sql"); done
 	"${COMPOSE[@]}" exec --no-TTY --user postgres postgres \
-		psql --no-psqlrc --quiet --tuples-only --no-align --dbname=postgres "${commands[@]}"
+		psql --no-psqlrc --quiet --tuples-only --no-align --dbname=postgres --command="$1" 2>/dev/null
 }
 
-pitr_step "1/7 safety backup of the current state (logical dump + a base backup)"
-"${COMPOSE[@]}" exec --no-TTY --user pgbackup backup pgstack-backup run --label pre-pitr
+# usage: pitr_container_state
+# "<restart count> <status>" of the postgres container.
+pitr_container_state() {
+	docker inspect --format '{{.RestartCount}} {{.State.Status}}' "$("${COMPOSE[@]}" ps --all --quiet postgres)"
+}
 
-pitr_step "2/7 close the current WAL file and wait until it is archived"
-# A commit after the target (txid_current, committed before the switch) gives recovery a point to
-# stop at, and puts WAL into the file the switch closes -- else it would wait for archive_timeout.
-wal=$(pitr_psql "SELECT txid_current()" "SELECT pg_walfile_name(pg_switch_wal())" | tail -n 1)
-for _ in $(seq 1 60); do
-	archived=$(pitr_psql "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
-	[[ $archived > $wal || $archived == "$wal" ]] && break
-	sleep 1
-done
-if [[ ! ( $archived > $wal || $archived == "$wal" ) ]]; then
-	echo "error: $wal was not archived within 60 s; see make logs SERVICE=postgres. Nothing was changed." >&2
+# usage: pitr_rollback REASON
+# Put the set-aside cluster back, start it, and fail with REASON.
+pitr_rollback() {
+	trap - ERR INT TERM
+	pitr_error "point-in-time recovery failed: $1"
+	pitr_step "rollback: putting the previous cluster back"
+	"${COMPOSE[@]}" stop postgres >/dev/null 2>&1 || true
+	"${ONE_OFF[@]}" pitr-rollback
+	"${COMPOSE[@]}" up --detach --wait --wait-timeout 300 postgres pgbouncer
+	"${BACKUP_CLI[@]}" reopen >/dev/null 2>&1 || true
+	pitr_error "the previous cluster is back and serving; nothing was lost. Its safety dump: 'make backup-list' (pre-pitr)."
 	exit 1
-fi
-echo "archived up to $archived"
+}
 
-pitr_step "3/7 stop postgres (the API answers 503 from now on)"
+if [[ $FORCE != force ]]; then
+	pitr_step "1/6 check the target: archive the current WAL, compare with the recoverable window"
+	"${BACKUP_CLI[@]}" pitr-check --target-time "$TARGET"
+else
+	pitr_step "1/6 FORCE: the recoverable window is not checked (a failed replay rolls back)"
+fi
+
+pitr_step "2/6 safety dump of the current state (kept whatever retention says; see make backup-list)"
+"${BACKUP_CLI[@]}" safety --label pre-pitr
+
+pitr_step "3/6 stop postgres (the API answers 503 from now on)"
+down_since=$(date +%s)
 "${COMPOSE[@]}" stop postgres
 
-pitr_step "4/7 unpack the base backup and configure recovery to $TARGET"
-if ! "${COMPOSE[@]}" run --rm --no-deps --no-TTY --volume "$PGDATA_VOLUME:/var/lib/postgresql/data" \
-	backup pgstack-backup pitr-prepare --target-time "$TARGET"; then
-	# Unpacking happens beside the live files; they are replaced only once it succeeded.
-	echo "error: preparing the recovery failed; the current data is untouched, starting postgres again." \
-		"See the error above (is TARGET_TIME after the oldest base backup? 'pgstack-backup base-list')." >&2
-	"${COMPOSE[@]}" start postgres
+pitr_step "4/6 restore the newest backup before the target, beside the current cluster"
+if ! "${ONE_OFF[@]}" pitr-restore --target-time "$TARGET"; then
+	pitr_error "the restore did not complete; the current cluster was not replaced (see above). Starting it again."
+	"${COMPOSE[@]}" up --detach --wait --wait-timeout 300 postgres pgbouncer
 	exit 1
 fi
+trap 'pitr_rollback "interrupted"' INT TERM
+trap 'pitr_rollback "a step failed (line $LINENO)"' ERR
 
-pitr_step "5/7 start postgres: it replays archived WAL up to the target, then promotes"
+pitr_step "5/6 start postgres: it replays archived WAL up to the target, then promotes"
+# hot_standby is off until then (pgBackRest's recovery options): no client reads a half-replayed
+# database; progress comes from the server's log ("restored log file ... from archive").
+started_at=$(date -u +%FT%TZ)
 "${COMPOSE[@]}" start postgres
-for _ in $(seq 1 300); do
-	state=$(pitr_psql "SELECT pg_is_in_recovery()" 2>/dev/null || true)
-	[[ $state == f ]] && break
-	sleep 1
+read -r restarts _ <<<"$(pitr_container_state)"
+last_wal="" last_change=$(date +%s) last_print=0
+while :; do
+	sleep 2
+	read -r now_restarts status <<<"$(pitr_container_state)"
+	if [[ $status != running || $now_restarts != "$restarts" ]]; then
+		"${COMPOSE[@]}" logs --no-color --since "$started_at" postgres 2>&1 | grep -E 'FATAL|PANIC' | tail -n 3 >&2 || true
+		pitr_rollback "postgres stopped during recovery (status $status, restarts $now_restarts); its log says why (above)"
+	fi
+	[[ $(pitr_psql "SELECT pg_is_in_recovery()" || true) == f ]] && break
+	wal=$("${COMPOSE[@]}" logs --no-color --since "$started_at" postgres 2>/dev/null |
+		sed -n 's/.*restored log file "\([0-9A-F]*\)" from archive.*/\1/p' | tail -n 1)
+	if [[ $wal != "$last_wal" ]]; then last_wal=$wal last_change=$(date +%s); fi
+	if (($(date +%s) - last_print >= 10)); then
+		echo "replaying: WAL ${last_wal:-(starting)}, $(($(date +%s) - down_since)) s since postgres stopped"
+		last_print=$(date +%s)
+	fi
+	if (($(date +%s) - last_change > STALL_S)); then
+		pitr_rollback "no replay progress for ${STALL_S} s (PITR_STALL_TIMEOUT)"
+	fi
 done
-if [[ $state != f ]]; then
-	echo "error: postgres did not finish recovery within 300 s; see make logs SERVICE=postgres" >&2
-	exit 1
-fi
+pitr_psql "ALTER SYSTEM RESET hot_standby" >/dev/null
+pitr_psql "SELECT pg_reload_conf()" >/dev/null
+echo "recovered and promoted: $(pitr_psql "SELECT 'timeline ' || timeline_id FROM pg_control_checkpoint()")"
 
-pitr_step "6/7 migrations to head, roles and grants (db-init)"
+pitr_step "6/6 migrations to head, roles and grants (db-init), then the API"
 "${COMPOSE[@]}" run --rm --no-TTY migrate
 "${COMPOSE[@]}" exec --no-TTY postgres pgstack-db-init
-
-pitr_step "7/7 a fresh backup on the new timeline"
-"${COMPOSE[@]}" exec --no-TTY --user pgbackup backup pgstack-backup run --label post-pitr
+"${COMPOSE[@]}" up --detach --wait --wait-timeout 300 pgbouncer api
+"${COMPOSE[@]}" exec --no-TTY api python3 -c "$API_READY_WAIT"
+trap - ERR INT TERM
+echo "the API was unavailable for $(($(date +%s) - down_since)) s"
+"${ONE_OFF[@]}" pitr-finish
+echo "a backup on the new timeline (no retention runs: nothing older is deleted):"
+if ! "${BACKUP_CLI[@]}" run --label post-pitr --no-retention; then
+	pitr_error "the recovery succeeded, but the backup after it failed: run 'make backup' once the cause is fixed"
+fi
 echo "point-in-time recovery to $TARGET done"

@@ -4,25 +4,19 @@
 # Renders auth_file from the secret files (never logged), refuses pool sizes that do not fit
 # PostgreSQL's max_connections, then runs PgBouncer as the pgbouncer user.
 set -Eeuo pipefail
+# shellcheck source=../lib/pgstack-lib.sh
+source /usr/local/lib/pgstack/pgstack-lib.sh
 
-SECRETS_DIR=${PGSTACK_SECRETS_DIR:-/run/secrets}
 RENDER_DIR=/run/pgbouncer-secrets
 # Server connections kept free for direct clients: migrations, backups, the CLI, an admin.
 DIRECT_HEADROOM=${PGBOUNCER_DIRECT_HEADROOM:-10}
 
-# file_secret NAME: the secret's content; fail with how to fix it when missing or empty.
-file_secret() {
-	local path="$SECRETS_DIR/$1"
-	if [[ ! -s $path ]]; then
-		echo "error: secret $path is missing or empty; run 'make secrets' and recreate the container" >&2
-		exit 1
-	fi
+# usage: pgbouncer_secret NAME
+# The secret's content (pgstack_secret), refused if auth_file's quoting cannot hold it.
+pgbouncer_secret() {
 	local value
-	value=$(<"$path")
-	if [[ $value == *'"'* ]]; then
-		echo "error: secret $path contains a double quote, which auth_file cannot hold; regenerate it" >&2
-		exit 1
-	fi
+	value=$(pgstack_secret "$1")
+	[[ $value != *'"'* ]] || pgstack_error "secret $1 contains a double quote, which auth_file cannot hold; regenerate it"
 	printf '%s' "$value"
 }
 
@@ -39,13 +33,12 @@ ini_value() {
 # rare, so the per-login SCRAM cost of a plaintext entry does not matter there).
 pgbouncer_render_auth() {
 	install -d -o pgbouncer -g pgbouncer -m 0700 "$RENDER_DIR"
-	local file="$RENDER_DIR/userlist.txt"
+	local file="$RENDER_DIR/userlist.txt" app stats
+	app=$(pgbouncer_secret app_password)
+	stats=$(pgbouncer_secret pgbouncer_stats_password)
 	(
 		umask 077
-		{
-			printf '"app" "%s"\n' "$(file_secret app_password)"
-			printf '"pgbouncer_stats" "%s"\n' "$(file_secret pgbouncer_stats_password)"
-		} >"$file"
+		printf '"app" "%s"\n"pgbouncer_stats" "%s"\n' "$app" "$stats" >"$file"
 	)
 	chown pgbouncer:pgbouncer "$file"
 }
@@ -65,9 +58,10 @@ pgbouncer_check_pools() {
 	local query="SELECT current_setting('max_connections')::int
 		- current_setting('superuser_reserved_connections')::int
 		- current_setting('reserved_connections')::int"
-	local attempt
+	local attempt app_password
+	app_password=$(pgbouncer_secret app_password)
 	for attempt in $(seq 1 30); do
-		if server_max=$(PGPASSWORD=$(file_secret app_password) psql --no-psqlrc --tuples-only --no-align \
+		if server_max=$(PGPASSWORD=$app_password psql --no-psqlrc --tuples-only --no-align \
 			"host=$host port=$port dbname=pgstack user=app connect_timeout=3" --command="$query" 2>/dev/null); then
 			break
 		fi
@@ -75,14 +69,12 @@ pgbouncer_check_pools() {
 		sleep 1
 	done
 	if [[ -z ${server_max:-} ]]; then
-		echo "error: cannot reach PostgreSQL at $host:$port as app to check pool sizes; is postgres healthy and is the app password right?" >&2
-		exit 1
+		pgstack_error "cannot reach PostgreSQL at $host:$port as app to check pool sizes; is postgres healthy and is the app password right?"
 	fi
 	if ((need + DIRECT_HEADROOM > server_max)); then
-		echo "error: PgBouncer may open $need server connections (default_pool_size=$pool + reserve_pool_size=$reserve, max_db_connections=$max_db)" \
+		pgstack_error "PgBouncer may open $need server connections (default_pool_size=$pool + reserve_pool_size=$reserve, max_db_connections=$max_db)" \
 			"plus $DIRECT_HEADROOM kept for direct clients, but PostgreSQL admits only $server_max." \
-			"Lower default_pool_size/max_db_connections in pgbouncer.ini or raise max_connections in postgresql.conf." >&2
-		exit 1
+			"Lower default_pool_size/max_db_connections in pgbouncer.ini or raise max_connections in postgresql.conf."
 	fi
 	echo "{\"event\": \"pool_check\", \"status\": \"ok\", \"server_connections\": $need, \"headroom\": $DIRECT_HEADROOM, \"server_max\": $server_max}"
 }
@@ -94,22 +86,23 @@ pgbouncer_check_socket_mode() {
 	mode=$(ini_value unix_socket_mode)
 	mode=${mode:-0777}
 	if (((8#$mode & 8#007) != 0)); then
-		echo "error: unix_socket_mode = $mode lets any local user connect as the app role;" \
-			"use 0660 with unix_socket_group = pgsocket (see pgbouncer_hba.conf)" >&2
-		exit 1
+		pgstack_error "unix_socket_mode = $mode lets any local user connect as the app role;" \
+			"use 0660 with unix_socket_group = pgsocket (see pgbouncer_hba.conf)"
 	fi
 }
 
-if [[ ${1:-} == pgbouncer ]]; then
-	CONFIG=${*: -1}
-	if [[ $(id -u) != 0 ]]; then
-		echo "error: start this container as root; it drops to the pgbouncer user itself" >&2
-		exit 1
+_main() {
+	if [[ ${1:-} == pgbouncer ]]; then
+		CONFIG=${*: -1}
+		pgstack_require_root
+		pgbouncer_check_socket_mode
+		pgbouncer_render_auth
+		pgbouncer_check_pools
+		pgstack_drop_privileges pgbouncer "$@"
 	fi
-	pgbouncer_check_socket_mode
-	pgbouncer_render_auth
-	pgbouncer_check_pools
-	exec setpriv --reuid=pgbouncer --regid=pgbouncer --init-groups --inh-caps=-all -- "$@"
-fi
+	exec "$@"
+}
 
-exec "$@"
+if ! pgstack_is_sourced; then
+	_main "$@"
+fi

@@ -1,4 +1,4 @@
-"""Connections and queries: version check, a consistent snapshot with its row counts."""
+"""Connections and queries: versions, a consistent snapshot with its row counts, databases."""
 
 from __future__ import annotations
 
@@ -30,15 +30,9 @@ class VersionMismatch(RuntimeError):
     """pg_dump's major differs from the server's."""
 
 
-def connect(
-    settings: Settings, *, dbname: str | None = None, admin: bool = False, writable: bool = False
-) -> psycopg.Connection:
-    # The backup role reads by default (default_transaction_read_only); creating a scratch
-    # database for verification is the one thing it writes, and asks for explicitly.
-    options = "-c default_transaction_read_only=off" if writable else ""
-    return psycopg.connect(
-        settings.conninfo(dbname=dbname, admin=admin), autocommit=True, options=options
-    )
+def connect(settings: Settings, dbname: str | None = None, *, host: str | None = None
+            ) -> psycopg.Connection:  # fmt: skip
+    return psycopg.connect(settings.conninfo(dbname, host=host), autocommit=True)
 
 
 def tool_major(tool: str = "pg_dump") -> int:
@@ -52,7 +46,7 @@ def tool_major(tool: str = "pg_dump") -> int:
 def check_versions(settings: Settings) -> dict[str, str]:
     """Fail loudly when pg_dump cannot dump this server faithfully (major versions differ)."""
     with connect(settings) as conn:
-        server = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+        server = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
         server_major = conn.info.server_version // 10000
     dump_major = tool_major("pg_dump")
     if dump_major != server_major:
@@ -84,11 +78,12 @@ class Snapshot:
 
 @contextmanager
 def exported_snapshot(settings: Settings) -> Iterator[Snapshot]:
-    """A repeatable-read transaction whose snapshot pg_dump imports (--snapshot), so the row
-    counts in the manifest describe exactly the data in the dump, even under write load."""
+    """A read-only repeatable-read transaction, as the dump role, whose snapshot pg_dump imports
+    (--snapshot): the row counts in the manifest describe exactly the data in the dump."""
     with psycopg.connect(settings.conninfo(), autocommit=False) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(settings.dump_role)))
         # pg_dump may take long; the exporting transaction must outlive it.
         conn.execute("SET idle_in_transaction_session_timeout = 0")
         snapshot_id = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
@@ -101,13 +96,12 @@ def exported_snapshot(settings: Settings) -> Iterator[Snapshot]:
         conn.rollback()
 
 
-def create_database(conn: psycopg.Connection, name: str, owner: str | None = None) -> None:
-    query = sql.SQL(
-        "CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C.UTF-8'"
-    ).format(sql.Identifier(name))
-    if owner:
-        query = query + sql.SQL(" OWNER {}").format(sql.Identifier(owner))
-    conn.execute(query)
+def create_database(conn: psycopg.Connection, name: str, owner: str) -> None:
+    conn.execute(
+        sql.SQL(
+            "CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING 'UTF8' LOCALE 'C.UTF-8'"
+        ).format(sql.Identifier(name), sql.Identifier(owner))
+    )
     # Nobody but the owner connects to a database that is being filled.
     conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
 
@@ -116,8 +110,12 @@ def drop_database(conn: psycopg.Connection, name: str) -> None:
     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def databases_like(conn: psycopg.Connection, prefix: str) -> list[str]:
-    rows = conn.execute(
-        "SELECT datname FROM pg_database WHERE starts_with(datname, %s) ORDER BY 1", (prefix,)
-    ).fetchall()
-    return [str(r[0]) for r in rows]
+def terminate_sessions(conn: psycopg.Connection, database: str, role: str | None = None) -> int:
+    """End the sessions on `database` (of `role` only, if given), autovacuum workers included:
+    the caller is the superuser, so nobody's session can refuse."""
+    row = conn.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = %s AND pid <> pg_backend_pid() AND (%s::text IS NULL OR usename = %s)",
+        (database, role, role),
+    ).fetchone()
+    return int(row[0]) if row else 0

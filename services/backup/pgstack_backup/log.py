@@ -17,6 +17,11 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def parse(text: str) -> datetime:
+    """The inverse of iso()."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def event(event: str, **fields: Any) -> None:
     """One log line. Errors go to stdout too: the whole run is one JSON stream."""
     line = {"ts": iso(now()), "event": event, **fields}

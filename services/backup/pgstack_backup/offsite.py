@@ -1,31 +1,23 @@
-"""Copy finished, verified backups to a second location (BACKUP_OFFSITE_DIR: an NFS/SMB mount,
-a USB disk, or a directory an S3 sync job uploads -- docs/operations.md), optionally encrypted
-with age to a public key (BACKUP_OFFSITE_AGE_RECIPIENT): the private key never is on this host.
+"""Copy restorable dumps to a second location (BACKUP_OFFSITE_DIR: an NFS/SMB mount, a USB disk,
+or a directory an S3 sync job uploads -- docs/operations.md), optionally encrypted with age to a
+public key (BACKUP_OFFSITE_AGE_RECIPIENT): the private key never is on this host. Physical
+backups and WAL go off-site through pgBackRest's second repository instead (BACKUP_REPO2).
 
-Each copy is written under a temporary name, fsynced and renamed, like the local backups. The
+Each copy is written under a temporary name, fsynced and renamed, like the local dumps. The
 off-site set has its own GFS retention with the same policy (never a mirror of the local one: a
-fresh, empty local volume must not empty the off-site copy too).
+fresh, empty local volume must not empty the off-site copy too); safety dumps stay protected.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
-from pgstack_backup import basebackup, log
+from pgstack_backup import files, log
+from pgstack_backup.dumps import MANIFEST, NAME_RE, Dump, Store
 from pgstack_backup.retention import Candidate, Policy, to_delete
 from pgstack_backup.settings import Settings
-from pgstack_backup.store import (
-    MANIFEST,
-    NAME_RE,
-    PARTIAL_PREFIX,
-    Backup,
-    Store,
-    fsync_path,
-    taken_at,
-)
 
 AGE_SUFFIX = ".age"
 
@@ -39,76 +31,42 @@ def _copy_file(source: Path, target: Path, recipient: str) -> None:
         )  # fmt: skip
     else:
         shutil.copyfile(source, target)
-    with target.open("rb") as handle:
-        os.fsync(handle.fileno())
+    files.fsync_file(target)
 
 
-def copy(backup: Backup, root: Path, recipient: str) -> Path:
-    final = root / backup.name
-    partial = root / f"{PARTIAL_PREFIX}{backup.name}"
+def copy(dump: Dump, root: Path, recipient: str) -> Path:
+    final = root / dump.name
+    partial = files.partial_dir(root, dump.name)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     # The manifest (sizes, checksums, row counts; no data) stays readable for listing.
-    for source in sorted(backup.path.iterdir()):
+    for source in sorted(dump.path.iterdir()):
         if source.is_file() and not source.name.startswith("."):
             _copy_file(source, partial / source.name, recipient)
-    fsync_path(partial)
-    partial.rename(final)
-    fsync_path(root)
+    files.commit_dir(partial, final)
     return final
 
 
 def sync(settings: Settings, store: Store) -> dict[str, object] | None:
-    """Copy every valid local backup missing off-site; apply retention there. None when off."""
+    """Copy every restorable local dump missing off-site; apply retention there. None when off."""
     root = settings.offsite_dir
     if root is None:
         return None
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(f"{PARTIAL_PREFIX}*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    present = {p.name for p in root.iterdir() if NAME_RE.fullmatch(p.name)}
+    files.remove_partials(root)
+    present = {p.name: Dump(p.name, p) for p in root.iterdir() if NAME_RE.fullmatch(p.name)}
     copied = []
-    for backup in store.backups():
-        if backup.name not in present and backup.is_valid():
-            copy(backup, root, settings.offsite_age_recipient)
-            copied.append(backup.name)
-            present.add(backup.name)
+    for dump in store.all():
+        if dump.name not in present and dump.restorable():
+            present[dump.name] = Dump(dump.name, copy(dump, root, settings.offsite_age_recipient))
+            copied.append(dump.name)
     policy = Policy(settings.keep_daily, settings.keep_weekly, settings.keep_monthly)
-    doomed = to_delete([Candidate(n, taken_at(n), True) for n in present], policy, settings.tz)
+    candidates = [Candidate(d.name, d.taken_at, True, d.protected_until(settings.safety_keep_days))
+                  for d in present.values()]  # fmt: skip
+    doomed = to_delete(candidates, policy, settings.tz, now=log.now())
     for name in sorted(doomed):
-        (root / name).rename(root / f"{PARTIAL_PREFIX}deleting-{name}")
-        shutil.rmtree(root / f"{PARTIAL_PREFIX}deleting-{name}", ignore_errors=True)
-    pitr = _sync_pitr(settings, root / "pitr") if settings.pitr else None
+        files.remove_dir(root / name)
     result = {"dir": str(root), "copied": copied, "deleted": sorted(doomed),
-              "encrypted": bool(settings.offsite_age_recipient), "pitr": pitr}  # fmt: skip
+              "encrypted": bool(settings.offsite_age_recipient)}  # fmt: skip
     log.event("offsite", **result)
     return result
-
-
-def _sync_pitr(settings: Settings, root: Path) -> dict[str, object]:
-    """Base backups and archived WAL too, so point-in-time recovery works from the copy alone.
-    WAL files never change once archived: each is copied once. The copy keeps the newest
-    BACKUP_BASE_KEEP base backups and the WAL from the oldest of them on, like the original."""
-    local = basebackup.BaseStore(settings.wal_dir)
-    remote = basebackup.BaseStore(root)
-    remote.base.mkdir(parents=True, exist_ok=True)
-    remote.wal.mkdir(parents=True, exist_ok=True)
-    for stale in [*remote.base.glob(f"{PARTIAL_PREFIX}*"), *remote.wal.glob(".*")]:
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
-    present = {p.name for p in remote.base.iterdir()}
-    bases = [b.name for b in local.backups() if b.name not in present and not b.checksum_problems()]
-    for name in bases:
-        copy(Backup(name, local.base / name), remote.base, settings.offsite_age_recipient)
-    suffix = AGE_SUFFIX if settings.offsite_age_recipient else ""
-    have = {p.name.removesuffix(AGE_SUFFIX) for p in remote.wal.iterdir()}
-    wal = 0
-    for source in sorted(local.wal.glob("*.zst")) if local.wal.is_dir() else []:
-        if source.name not in have:
-            tmp = remote.wal / f".{source.name}{suffix}"
-            _copy_file(source, tmp, settings.offsite_age_recipient)
-            written = tmp if not suffix else tmp.with_name(tmp.name + AGE_SUFFIX)
-            written.rename(remote.wal / f"{source.name}{suffix}")
-            wal += 1
-    fsync_path(remote.wal)
-    basebackup.prune(settings, remote, wal_suffix=f".zst{suffix}")
-    return {"base_copied": bases, "wal_copied": wal}

@@ -1,97 +1,188 @@
-"""Point-in-time recovery, the part that runs in a one-off container with the postgres data
-volume mounted (services/backup/pitr-restore.sh orders the whole procedure, postgres stopped):
-empty the data directory, unpack the newest base backup that finished before the target, and
-ask PostgreSQL to replay archived WAL up to the target time, then promote.
+"""Point-in-time recovery of the whole cluster with pgBackRest, in steps that
+services/backup/pitr-restore.sh orders (it stops and starts postgres; these run in containers):
 
-It runs as root: it writes another service's data directory and must leave it owned by that
-service's user (whatever uid the postgres image gives it).
+  check     (the backup service, postgres up) parse the target, archive the current WAL
+            (`pgbackrest check`), and refuse a target outside the recoverable window -- before
+            anything is touched -- naming the window;
+  restore   (a one-off container, postgres stopped, the data volume mounted read-write) make sure
+            there is room, set the current cluster aside with one rename, `pgbackrest restore`
+            the newest backup before the target with recovery settings; put the old cluster back
+            if that fails;
+  rollback  put the set-aside cluster back (replay failed, or the operator says so);
+  finish    delete the set-aside cluster once the recovered one serves.
+
+A marker file beside the cluster says which step is under way, so the postgres entrypoint never
+starts (or initdb's over) a half-restored directory.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pgstack_backup import basebackup, log
+from pgstack_backup import log, pgbackrest, tools
 from pgstack_backup.settings import Settings
 
-PGDATA = Path("/var/lib/postgresql/data")
-_RECOVERY_KEYS = re.compile(r"^\s*(restore_command|recovery_target\w*)\s*=", re.MULTILINE)
+EXAMPLE = "'2026-11-27 10:15:00+00:00'"
+
+
+class TargetRefused(ValueError):
+    """The target time is malformed or outside the recoverable window; nothing was touched."""
 
 
 def parse_target(text: str, tz: ZoneInfo) -> datetime:
-    """ISO 8601 ('2026-11-27 10:15:00', '...+01:00', '...Z'); without an offset: BACKUP_TZ."""
+    """ISO 8601 ('2026-11-27 10:15:00', '...+01:00', '...Z'); without an offset, BACKUP_TZ."""
+    cleaned = text.strip()
+    if not cleaned:
+        raise TargetRefused(f"TARGET_TIME is empty; expected a time such as {EXAMPLE}")
     try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"TARGET_TIME={text!r}: expected e.g. '2026-11-27 10:15:00+00:00'"
+        moment = datetime.fromisoformat(cleaned.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as exc:
+        raise TargetRefused(
+            f"TARGET_TIME={text!r} is not a time ({exc}); expected e.g. {EXAMPLE}"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=tz)
 
 
-def _untar(directory: Path, stem: str, into: Path) -> None:
-    """Unpack <stem>.tar or <stem>.tar.zst (pg_basebackup leaves pg_wal.tar uncompressed)."""
-    archive = next(directory.glob(f"{stem}.tar*"), None)
-    if archive is None:
-        raise FileNotFoundError(f"{directory}/{stem}.tar*: missing from the base backup")
-    zstd = ["--use-compress-program=zstd -d"] if archive.suffix == ".zst" else []
-    into.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["tar", *zstd, "-x", "-f", str(archive), "-C", str(into)],
-                   check=True, capture_output=True)  # fmt: skip
-
-
-def prepare(settings: Settings, target: datetime, pgdata: Path = PGDATA) -> dict[str, Any]:
-    if os.geteuid() != 0:
-        raise PermissionError("pitr-prepare must run as root (it writes postgres's data directory)")
-    if (pgdata / "postmaster.pid").exists():
-        raise RuntimeError(f"{pgdata}/postmaster.pid exists: stop postgres first")
-    base = basebackup.choose(settings, target)
-    if base.checksum_problems():
-        raise RuntimeError(f"base backup {base.name}: {base.checksum_problems()}")
-    owner = pgdata.stat()
-    # Unpack beside the live files first (same volume, so the swap below is renames): a failure
-    # here leaves the current cluster untouched and startable.
-    staging, old = pgdata / ".pitr-staging", pgdata / ".pitr-replaced"
-    for leftover in (staging, old):
-        shutil.rmtree(leftover, ignore_errors=True)
+def check(settings: Settings, target: datetime) -> dict[str, Any]:
+    """Refuse (TargetRefused) a target that cannot be reached; return the window otherwise."""
+    now = log.now()
+    tz = settings.tz
+    if target > now:
+        raise TargetRefused(
+            f"TARGET_TIME {target.isoformat(sep=' ')} is in the future (it is now "
+            f"{now.astimezone(tz).isoformat(sep=' ', timespec='seconds')}): recovery cannot "
+            "replay what has not happened. Nothing was changed."
+        )
+    archiving = "current"
     try:
-        _untar(base.path, "base", staging)
-        _untar(base.path, "pg_wal", staging / "pg_wal")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        pgbackrest.command(settings, "check", label="pgbackrest_check")
+        upper = now
+    except tools.ToolFailed as exc:
+        archiving = f"failing ({exc})"
+        upper = None
+    stanza = pgbackrest.info(settings)
+    segments = pgbackrest.archived_segments(settings, stanza)
+    if upper is None:
+        upper = max(segments.values()) if segments else now
+    spans = pgbackrest.window(pgbackrest.backups(stanza), segments, upper)
+    described = pgbackrest.describe(spans, tz)
+    if not any(start <= target <= end for start, end in spans):
+        raise TargetRefused(
+            f"TARGET_TIME {target.isoformat(sep=' ')} is outside the recoverable window: you can "
+            f"restore to any time {described}. Nothing was changed."
+            + ("" if archiving == "current" else f" (WAL archiving is {archiving})")
+        )
+    return {"target": target.isoformat(), "window": described, "archiving": archiving}
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The data volume as a one-off container mounts it: the cluster and its set-aside copy."""
+
+    pgdata: Path
+
+    @property
+    def root(self) -> Path:
+        return self.pgdata.parent
+
+    @property
+    def previous(self) -> Path:
+        return self.root / f"{self.pgdata.name}.previous"
+
+    @property
+    def marker(self) -> Path:
+        return self.root / "RESTORE_IN_PROGRESS"
+
+    def mark(self, step: str) -> None:
+        tmp = self.marker.with_name(".RESTORE_IN_PROGRESS.tmp")
+        tmp.write_text(step)
+        tmp.replace(self.marker)
+
+
+def restore(settings: Settings, target: datetime) -> dict[str, Any]:
+    layout = Layout(settings.pgdata)
+    if (layout.pgdata / "postmaster.pid").exists():
+        raise RuntimeError(f"{layout.pgdata}/postmaster.pid exists: postgres must be stopped first")
+    if layout.previous.exists():
+        raise RuntimeError(
+            f"{layout.previous} is left from an earlier recovery; settle it first with "
+            "`make restore-rollback` (put it back) or delete it"
+        )
+    stanza = pgbackrest.info(settings)
+    candidates = [b for b in pgbackrest.backups(stanza) if not b.error and b.stopped <= target]
+    if not candidates:
+        raise TargetRefused(f"no backup finished before {target.isoformat(sep=' ')}")
+    chosen = candidates[-1]
+    _require_space(layout.root, chosen.size)
+    started = log.now()
+    layout.mark("restoring")
+    layout.pgdata.rename(layout.previous)
+    log.event("pitr", step="set_aside", previous=str(layout.previous))
+    try:
+        layout.pgdata.mkdir(mode=0o700)
+        pgbackrest.command(
+            settings, "restore", f"--set={chosen.label}", "--type=time",
+            f"--target={target.isoformat(sep=' ')}", "--target-action=promote",
+            # No reads from a half-replayed database (pitr-restore.sh resets it after promotion).
+            "--recovery-option=hot_standby=off", label="pgbackrest_restore",
+        )  # fmt: skip
+    except BaseException as exc:
+        log.event("pitr", step="restore_failed", error=f"{type(exc).__name__}: {exc}")
+        rollback(settings)
         raise
-    old.mkdir()
-    for child in list(pgdata.iterdir()):
-        if child not in (staging, old):
-            child.rename(old / child.name)
-    for child in list(staging.iterdir()):
-        child.rename(pgdata / child.name)
-    staging.rmdir()
-    # The replaced cluster is not needed again: the safety backup and the archive hold its data.
-    shutil.rmtree(old)
-    auto_conf = pgdata / "postgresql.auto.conf"
-    kept = [line for line in auto_conf.read_text().splitlines() if not _RECOVERY_KEYS.match(line)]
-    kept += [
-        "# pgstack point-in-time recovery (pgstack-backup pitr-prepare); ignored after promotion",
-        'restore_command = \'pgstack-wal-restore "%f" "%p"\'',
-        f"recovery_target_time = '{target.isoformat()}'",
-        "recovery_target_action = 'promote'",
-    ]
-    auto_conf.write_text("\n".join(kept) + "\n")
-    (pgdata / "recovery.signal").touch()
-    for root, dirs, files in os.walk(pgdata):
-        for name in dirs + files:
-            os.lchown(os.path.join(root, name), owner.st_uid, owner.st_gid)
-    os.chown(pgdata, owner.st_uid, owner.st_gid)
-    pgdata.chmod(0o700)
-    summary = {"event": "pitr_prepared", "base_backup": base.name, "target": target.isoformat(),
-               "base_finished_at": (base.manifest or {}).get("finished_at")}  # fmt: skip
+    layout.mark("replaying")
+    summary = {"event": "pitr", "step": "restored", "backup": chosen.label,
+               "backup_finished_at": log.iso(chosen.stopped), "target": target.isoformat(),
+               "bytes": tools.directory_bytes(layout.pgdata),
+               "duration_s": round((log.now() - started).total_seconds(), 1)}  # fmt: skip
     log.event(**summary)  # type: ignore[arg-type]
     return summary
+
+
+def _require_space(root: Path, need: int) -> None:
+    """The recovered cluster is written beside the set-aside one: refuse early if it cannot fit."""
+    stat = os.statvfs(root)
+    free = stat.f_bavail * stat.f_frsize
+    want = int(need * 1.1) + (256 << 20)
+    if free < want:
+        raise RuntimeError(
+            f"not enough space on the data volume for a recovery beside the current cluster: "
+            f"needs about {want / 2**30:.1f} GiB free, has {free / 2**30:.1f} GiB. Nothing was "
+            "changed. Free space (or grow the volume), then run the restore again."
+        )
+
+
+def rollback(settings: Settings) -> dict[str, Any]:
+    """Put the set-aside cluster back in place of whatever the recovery left."""
+    layout = Layout(settings.pgdata)
+    if not layout.previous.exists():
+        layout.marker.unlink(missing_ok=True)
+        return {"event": "pitr", "step": "rollback", "status": "nothing to put back"}
+    if layout.pgdata.exists():
+        failed = layout.root / f"{layout.pgdata.name}.failed"
+        shutil.rmtree(failed, ignore_errors=True)
+        layout.pgdata.rename(failed)
+        shutil.rmtree(failed, ignore_errors=True)
+    layout.previous.rename(layout.pgdata)
+    layout.marker.unlink(missing_ok=True)
+    summary = {"event": "pitr", "step": "rollback", "status": "previous cluster back in place"}
+    log.event(**summary)
+    return summary
+
+
+def finish(settings: Settings) -> dict[str, Any]:
+    """The recovered cluster serves: delete the set-aside one and the marker."""
+    layout = Layout(settings.pgdata)
+    if layout.previous.exists():
+        shutil.rmtree(layout.previous)
+    layout.marker.unlink(missing_ok=True)
+    summary = {"event": "pitr", "step": "finished", "removed": str(layout.previous)}
+    log.event(**summary)
+    return summary
+

@@ -1,15 +1,17 @@
 """GFS retention as a pure function: which backups to delete, given which exist.
 
-Only valid backups (checksums match the manifest) count. Daily keeps the newest valid backup of
+Only valid backups (intact, and not failed a restore) count. Daily keeps the newest valid backup of
 each of the N most recent days that have one; weekly and monthly the same for ISO weeks and
 calendar months, in the configured time zone. The newest valid backup is always kept. An invalid
 backup is never kept in place of a valid one; it is deleted once a newer valid backup exists (it
 cannot be restored, and keeping it would only fool the reader of `make backup-list`).
+A protected backup (the safety dump a restore takes first) is never deleted before its time,
+whatever the rest of the policy says, valid or not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
@@ -19,6 +21,7 @@ class Candidate:
     name: str
     taken_at: datetime  # timezone-aware
     valid: bool
+    protected_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +45,21 @@ def _newest_per_bucket(
     return set(kept.values())
 
 
-def to_delete(candidates: Iterable[Candidate], policy: Policy, tz: tzinfo) -> set[str]:
-    """Names to delete. Never the newest valid backup; nothing that is not a candidate."""
+def to_delete(
+    candidates: list[Candidate], policy: Policy, tz: tzinfo, now: datetime | None = None
+) -> set[str]:
+    """Names to delete. Never the newest valid backup, never a protected one (until `now` passes
+    its protection), nothing that is not a candidate."""
+    # A protected backup stands outside the policy while protected: kept, and never taking the
+    # place of a scheduled one in a day, week or month; afterwards it is judged like the rest.
+    protected = {
+        c.name for c in candidates
+        if c.protected_until is not None and (now is None or c.protected_until > now)
+    }  # fmt: skip
+    return _gfs([c for c in candidates if c.name not in protected], policy, tz)
+
+
+def _gfs(candidates: list[Candidate], policy: Policy, tz: tzinfo) -> set[str]:
     items = sorted(candidates, key=lambda c: (c.taken_at, c.name), reverse=True)
     valid = [c for c in items if c.valid]
     if not valid:

@@ -1,115 +1,130 @@
-"""One backup run, the same code path for the schedule and `make backup`: lock, dump, verify,
-retention (only after a verified success), off-site copy, state for the health check, webhook."""
+"""One backup run, the same code path for the schedule and `make backup`, under the lock:
+
+1. physical: a pgBackRest backup (full every BACKUP_FULL_EVERY_DAYS, else block-incremental),
+   then pgBackRest's retention (expire: never a WAL file a kept backup needs), and every
+   BACKUP_REPO_VERIFY_EVERY_DAYS a `pgbackrest verify` of the whole repository;
+2. logical: a pg_dump, verified by a real restore in a throwaway instance, then GFS retention of
+   dumps (only after a verified success; safety dumps protected) and the off-site copy.
+
+Both halves run even when the other failed (a dead off-site disk must not cost the dump); the
+run fails if either did. Health state, one summary line, the webhook.
+"""
 
 from __future__ import annotations
 
-import fcntl
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
-from pgstack_backup import basebackup, dump, log, offsite, state, verify
+from pgstack_backup import dumps, files, log, offsite, pgbackrest, state, verify
+from pgstack_backup.lock import Busy, locked
 from pgstack_backup.retention import Candidate, Policy, to_delete
 from pgstack_backup.settings import Settings
-from pgstack_backup.store import Backup, Store
 
 
-class Busy(RuntimeError):
-    """Another run (or a restore) holds the lock."""
+class RunFailed(RuntimeError):
+    """At least one half of the run failed; the summary says which and why."""
 
 
-@contextmanager
-def locked(store: Store) -> Iterator[None]:
-    """An exclusive flock on the backup volume: runs never overlap, across containers too."""
-    store.root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(store.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Busy(f"another backup or restore holds {store.lock_path}") from None
-        yield
-    finally:
-        os.close(fd)
-
-
-def apply_retention(settings: Settings, store: Store) -> list[str]:
-    backups = store.backups()
-    candidates = [Candidate(b.name, b.taken_at, b.is_valid()) for b in backups]
+def apply_retention(settings: Settings, store: dumps.Store) -> list[str]:
+    existing = store.all()
+    candidates = [Candidate(d.name, d.taken_at, d.restorable(),
+                            d.protected_until(settings.safety_keep_days)) for d in existing]  # fmt: skip
     policy = Policy(settings.keep_daily, settings.keep_weekly, settings.keep_monthly)
-    doomed = to_delete(candidates, policy, settings.tz)
-    for backup in backups:
-        if backup.name in doomed:
-            store.delete(backup)
+    doomed = to_delete(candidates, policy, settings.tz, now=log.now())
+    for dump in existing:
+        if dump.name in doomed:
+            files.remove_dir(dump.path)
     if doomed:
-        log.event("retention", deleted=sorted(doomed), kept=len(backups) - len(doomed))
+        log.event("retention", deleted=sorted(doomed), kept=len(existing) - len(doomed))
     return sorted(doomed)
 
 
-def backup_locked(settings: Settings, store: Store, label: str = "",
-                  test_restore: bool | None = None) -> tuple[Backup, dict[str, Any]]:  # fmt: skip
-    """Dump and verify; the caller holds the lock. A failure leaves nothing that looks complete."""
-    store.ensure()
-    for stale in store.remove_partials():
-        log.event("partial_removed", path=stale)
-    try:
-        backup = dump.take(settings, store, label)
-    except BaseException:
-        store.remove_partials()
-        raise
-    restore_check = settings.verify_restore if test_restore is None else test_restore
-    report = verify.verify(backup, settings, test_restore=restore_check)
-    log.event("verified", backup=backup.name, **report)
-    return backup, report
+def physical(settings: Settings, label: str, *, retention: bool) -> dict[str, Any]:
+    """pgBackRest backup (+ expire and, when due, verify, unless `retention` is off)."""
+    pgbackrest.ensure_stanza(settings)
+    existing = pgbackrest.backups(pgbackrest.info(settings))
+    kind = pgbackrest.choose_type(existing, log.now(), timedelta(days=settings.full_every_days))
+    taken = pgbackrest.run_backup(settings, kind, label or "scheduled")
+    result: dict[str, Any] = {"label": taken.label, "type": taken.type, "size": taken.size,
+                              "repo_size": taken.repo_size,
+                              "duration_s": (taken.stopped - taken.started).total_seconds()}  # fmt: skip
+    if retention:
+        pgbackrest.command(settings, "expire", label="pgbackrest_expire")
+        result["verify"] = _verify_repo_when_due(settings)
+    log.event("physical_backup", **result)
+    return result
 
 
-def _check_archiving(settings: Settings) -> None:
-    """After the base backup: point-in-time recovery also needs every WAL file since."""
-    if not settings.pitr:
-        return
-    problem = basebackup.archiving_problem(settings, basebackup.BaseStore(settings.wal_dir))
-    if problem:
-        raise RuntimeError(f"point-in-time recovery is not possible: {problem}")
-
-
-def run(settings: Settings, label: str = "") -> dict[str, Any]:
-    """A complete run; raises after recording the failure (health, log, webhook)."""
-    store = Store(settings.backup_dir)
-    started = time.monotonic()
+def _verify_repo_when_due(settings: Settings) -> str:
+    store = dumps.Store(settings.backup_dir)
     current = state.load(store.state_path)
+    last = current.get("repo_verified_at")
+    due = timedelta(days=settings.repo_verify_every_days)
+    if last and log.now() - log.parse(last) < due:
+        return f"not due (last {last})"
+    pgbackrest.command(settings, "verify", label="pgbackrest_verify", progress=False)
+    state.save({**state.load(store.state_path), "repo_verified_at": log.iso(log.now())},
+               store.state_path)  # fmt: skip
+    return "ok"
+
+
+def logical(settings: Settings, store: dumps.Store, label: str, *, retention: bool,
+            test_restore: bool | None = None) -> dict[str, Any]:  # fmt: skip
+    """pg_dump, verified; then (retention) GFS retention and the off-site copy."""
+    for stale in files.remove_partials(store.dumps):
+        log.event("partial_removed", path=stale)
+    dump = dumps.take(settings, store, label)
+    report = verify.verify(dump, settings,
+                           test_restore=settings.verify_restore if test_restore is None
+                           else test_restore)  # fmt: skip
+    log.event("verified", backup=dump.name, **report)
+    result: dict[str, Any] = {"backup": dump.name, "size": (dump.manifest or {}).get("size"),
+                              "rows": sum((dump.manifest or {}).get("tables", {}).values()),
+                              "alembic_revision": (dump.manifest or {}).get("alembic_revision"),
+                              "verified": report}  # fmt: skip
+    if retention:
+        result["deleted"] = apply_retention(settings, store)
+        result["offsite"] = offsite.sync(settings, store)
+    return result
+
+
+def run(settings: Settings, label: str = "", *, retention: bool = True) -> dict[str, Any]:
+    """A complete run; raises RunFailed (or Busy) after recording the outcome. A run with
+    `retention` off (the safety backup of a restore) deletes nothing anywhere."""
+    store = dumps.Store(settings.backup_dir)
+    started = time.monotonic()
+    summary: dict[str, Any] = {"event": "backup", "label": label or "scheduled"}
+    errors: dict[str, str] = {}
     try:
-        with locked(store):
-            backup, report = backup_locked(settings, store, label)
-            deleted = apply_retention(settings, store)
-            base = basebackup.take(settings, label).name if settings.pitr else None
-            copied = offsite.sync(settings, store)
-            _check_archiving(settings)
+        with locked(settings.backup_dir):
+            if settings.pitr:
+                try:
+                    summary["physical"] = physical(settings, label, retention=retention)
+                except Exception as exc:
+                    errors["physical"] = f"{type(exc).__name__}: {exc}"
+            try:
+                summary.update(logical(settings, store, label, retention=retention))
+            except Exception as exc:
+                errors["logical"] = f"{type(exc).__name__}: {exc}"
     except Busy:
         log.event("backup_skipped", reason="another run holds the lock")
         raise
-    except Exception as exc:
-        failure = {"at": log.iso(log.now()), "error": f"{type(exc).__name__}: {exc}"}
+    summary["duration_s"] = round(time.monotonic() - started, 3)
+    current = state.load(store.state_path)
+    if errors:
+        failure = {"at": log.iso(log.now()), "error": "; ".join(f"{k}: {v}" for k, v in errors.items())}
         state.save({**current, "last_failure": failure}, store.state_path)
-        summary = {"event": "backup", "status": "failed", **failure,
-                   "duration_s": round(time.monotonic() - started, 3)}  # fmt: skip
-        log.event(**summary)  # type: ignore[arg-type]
+        summary.update(status="failed", **failure)
+        log.event(**summary)
         log.notify(settings.webhook_url, summary)
-        raise
-    manifest = backup.manifest or {}
-    success = {"name": backup.name, "at": log.iso(log.now()), "size": manifest.get("size"),
-               "duration_s": round(time.monotonic() - started, 3)}  # fmt: skip
-    # This run checked WAL archiving too: an older archive alert is over.
+        raise RunFailed(failure["error"])
+    success = {"name": summary["backup"], "at": log.iso(log.now()), "size": summary.get("size"),
+               "duration_s": summary["duration_s"]}  # fmt: skip
+    # This run checked the archive too (the backup waits for its WAL): an older alert is over.
     current = {k: v for k, v in state.load(store.state_path).items() if k != "archive_problem"}
     state.save({**current, "last_success": success}, store.state_path)
-    summary = {
-        "event": "backup", "status": "ok", "backup": backup.name, "size": manifest.get("size"),
-        "rows": sum(manifest.get("tables", {}).values()),
-        "alembic_revision": manifest.get("alembic_revision"), "verified": report,
-        "deleted": deleted, "offsite": copied, "base_backup": base,
-        "duration_s": success["duration_s"],
-    }  # fmt: skip
-    log.event(**summary)  # type: ignore[arg-type]
+    summary["status"] = "ok"
+    log.event(**summary)
     log.notify(settings.webhook_url, summary)
     return summary

@@ -13,9 +13,9 @@ from types import FrameType
 
 from croniter import croniter
 
-from pgstack_backup import basebackup, db, log, runner, state
+from pgstack_backup import archive, db, lock, log, pgbackrest, runner, state
 from pgstack_backup.settings import Settings
-from pgstack_backup.store import Store
+from pgstack_backup.dumps import Store
 
 _stop = threading.Event()
 ARCHIVE_CHECK_S = 300
@@ -32,6 +32,8 @@ def serve(settings: Settings) -> int:
     store = Store(settings.backup_dir)
     store.ensure()
     versions = db.check_versions(settings)  # a mismatch ends the service, loudly
+    if settings.pitr:
+        _ensure_stanza(settings, store)
     current = state.load(store.state_path)
     if not current.get("since"):
         state.save({**current, "since": log.iso(log.now())}, store.state_path)
@@ -58,10 +60,22 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+def _ensure_stanza(settings: Settings, store: Store) -> None:
+    """pgBackRest's stanza before the first WAL is pushed; a mismatch is recorded, not fatal:
+    the dumps go on, health says what is wrong and how to settle it."""
+    try:
+        pgbackrest.ensure_stanza(settings)
+    except Exception as exc:
+        log.event("stanza", status="failed", error=str(exc))
+        state.save({**state.load(store.state_path),
+                    "archive_problem": {"at": log.iso(log.now()), "error": str(exc)}},
+                   store.state_path)  # fmt: skip
+
+
 def _run_guarded(settings: Settings) -> None:
     try:
         runner.run(settings)
-    except runner.Busy:
+    except lock.Busy:
         return  # logged by runner.run; the running one covers this time
     except Exception:  # recorded by runner.run (health, log, webhook); keep serving
         return
@@ -70,9 +84,7 @@ def _run_guarded(settings: Settings) -> None:
 def _check_archive(settings: Settings, store: Store) -> None:
     """Record (and announce once) a WAL archiving problem in the health state; clear it after."""
     try:
-        problem = basebackup.archiving_problem(
-            settings, basebackup.BaseStore(settings.wal_dir), wait_s=0
-        )
+        problem = archive.problem(settings)
     except Exception as exc:  # postgres down: its own health check says so, not ours
         log.event("archive_check_skipped", error=str(exc))
         return

@@ -46,6 +46,7 @@ class Settings:
     keep_daily: int
     keep_weekly: int
     keep_monthly: int
+    safety_keep_days: int
     verify_restore: bool
     on_start: bool
     compression: str
@@ -54,13 +55,19 @@ class Settings:
     offsite_dir: Path | None
     offsite_age_recipient: str
     pitr: bool
-    base_keep: int
-    wal_dir: Path
-    db_host: str
-    db_port: int
+    full_every_days: int
+    repo_verify_every_days: int
+    scratch_dir: Path
+    pgdata: Path
+    socket_dir: str
     database: str
-    db_user: str
-    admin_user: str
+
+    # Roles (services/postgres/initdb/roles.sql). The service connects as the superuser over the
+    # shared socket and does each job as the role made for it (SET ROLE / pg_restore --role).
+    superuser = "postgres"
+    dump_role = "app_backup"
+    owner_role = "app_owner"
+    app_role = "app"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -88,13 +95,15 @@ class Settings:
         database = env.get("PGDATABASE", "").strip() or "pgstack"
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", database):
             raise SettingsError(f"PGDATABASE={database!r}: expected a plain lower-case name")
+        backup_dir = Path(env.get("BACKUP_DIR", "").strip() or "/var/lib/pgstack-backup")
         return cls(
-            backup_dir=Path(env.get("BACKUP_DIR", "").strip() or "/var/lib/pgstack-backup"),
+            backup_dir=backup_dir,
             schedule=schedule,
             tz=tz,
             keep_daily=_int(env, "BACKUP_KEEP_DAILY", 7),
             keep_weekly=_int(env, "BACKUP_KEEP_WEEKLY", 4),
             keep_monthly=_int(env, "BACKUP_KEEP_MONTHLY", 6),
+            safety_keep_days=_int(env, "BACKUP_SAFETY_KEEP_DAYS", 14, minimum=1),
             verify_restore=_bool(env, "BACKUP_VERIFY_RESTORE", True),
             on_start=_bool(env, "BACKUP_ON_START", False),
             compression=compression,
@@ -103,19 +112,18 @@ class Settings:
             offsite_dir=Path(offsite) if offsite else None,
             offsite_age_recipient=recipient,
             pitr=_bool(env, "BACKUP_PITR", True),
-            base_keep=_int(env, "BACKUP_BASE_KEEP", 7, minimum=1),
-            wal_dir=Path(env.get("BACKUP_WAL_DIR", "").strip() or "/var/lib/pgstack-wal"),
-            db_host=env.get("PGHOST", "").strip() or "postgres",
-            db_port=_int(env, "PGPORT", 5432, minimum=1),
+            full_every_days=_int(env, "BACKUP_FULL_EVERY_DAYS", 7, minimum=1),
+            repo_verify_every_days=_int(env, "BACKUP_REPO_VERIFY_EVERY_DAYS", 7, minimum=1),
+            scratch_dir=Path(env.get("BACKUP_SCRATCH_DIR", "").strip() or backup_dir / "scratch"),
+            pgdata=Path(env.get("PGDATA", "").strip() or "/var/lib/postgresql/data/pgdata"),
+            socket_dir=env.get("PGHOST", "").strip() or "/var/run/postgresql",
             database=database,
-            db_user=env.get("BACKUP_DB_USER", "").strip() or "app_backup",
-            admin_user=env.get("BACKUP_ADMIN_USER", "").strip() or "app_owner",
         )
 
-    def conninfo(self, *, dbname: str | None = None, admin: bool = False) -> str:
-        """A libpq connection string; the password comes from PGPASSFILE (never in here)."""
-        user = self.admin_user if admin else self.db_user
+    def conninfo(self, dbname: str | None = None, *, host: str | None = None) -> str:
+        """A libpq connection string to the superuser over a socket (peer authentication:
+        no password exists anywhere in this service)."""
         return (
-            f"host={self.db_host} port={self.db_port} dbname={dbname or self.database} "
-            f"user={user} application_name=pgstack-backup connect_timeout=10"
+            f"host={host or self.socket_dir} port=5432 dbname={dbname or self.database} "
+            f"user={self.superuser} application_name=pgstack-backup connect_timeout=10"
         )

@@ -14,7 +14,7 @@ from typing import Any
 from croniter import croniter
 
 from pgstack_backup import log
-from pgstack_backup.store import read_json, write_json_atomic
+from pgstack_backup.files import read_json, write_json_atomic
 
 TMPFS_STATE = Path("/run/pgstack-backup/state.json")
 

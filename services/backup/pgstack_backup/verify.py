@@ -1,133 +1,106 @@
-"""Verify a backup: checksums, the archive's table of contents, and a real test restore into a
-scratch database whose row counts must equal the manifest's. The scratch database is dropped."""
+"""Verify a dump: checksums, the archive's table of contents, and a real test restore -- the very
+procedure `make restore` runs (restore.restore_into), into a throwaway PostgreSQL instance made
+from the dump's own roles (globals.sql). The outcome is recorded in verification.json:
+
+    ok          restored, and every table has the manifest's row count
+    failed      this dump cannot be restored (damaged, or its contents do not restore)
+    unverified  the machine failed while trying (disk full, out of memory): nothing is known
+                about the dump, so it is kept like a good one and the run reports the failure
+"""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 from typing import Any
 
-from pgstack_backup import db, log
-from pgstack_backup.dump import ToolFailed, run_tool
+from pgstack_backup import files, log, restore, scratch, tools
+from pgstack_backup.dumps import GLOBALS_FILE, VERIFICATION, Dump
 from pgstack_backup.settings import Settings
-from pgstack_backup.store import DUMP_FILE, VERIFICATION, Backup, write_json_atomic
-
-SCRATCH_PREFIX = "pgstack_verify_"
-# Extensions need a superuser to create (pg_stat_statements is not trusted); they are cluster
-# setup, re-created by `make db-init`, not data. Everything else in the archive is restored.
-_SKIP_TOC = re.compile(r"\bEXTENSION\b")
 
 
 class VerificationFailed(RuntimeError):
-    pass
+    """The dump is not restorable."""
 
 
-def restore_list(backup: Backup) -> list[str]:
-    """`pg_restore --list`: the archive's table of contents (fails on a damaged archive)."""
-    result = subprocess.run(
-        ["pg_restore", "--list", str(backup.path / DUMP_FILE)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if result.returncode != 0:
-        raise VerificationFailed(f"pg_restore --list failed: {result.stderr.strip()[-500:]}")
-    return result.stdout.splitlines()
+class VerificationIncomplete(RuntimeError):
+    """The verification could not be carried out (environment); the dump stays unverified."""
 
 
-def filtered_list(backup: Backup, path: str) -> None:
-    """Write the TOC without the entries a non-superuser cannot restore (pg_restore -L)."""
-    lines = [line for line in restore_list(backup) if not _SKIP_TOC.search(line)]
-    with open(path, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-
-
-def check(backup: Backup, settings: Settings, *, test_restore: bool) -> dict[str, Any]:
-    """Raise VerificationFailed with what is wrong; return the report when all is well."""
+def check(dump: Dump, settings: Settings, *, test_restore: bool) -> dict[str, Any]:
+    """Raise VerificationFailed / VerificationIncomplete; return the report when all is well."""
     started = time.monotonic()
-    problems = backup.checksum_problems()
+    problems = dump.checksum_problems()
     if problems:
         raise VerificationFailed("checksum: " + "; ".join(problems))
-    manifest = backup.manifest or {}
-    toc = restore_list(backup)
-    data_entries = {
-        " ".join(line.split()[-3:-1]) for line in toc if " TABLE DATA " in line
-    }  # "<schema> <table>"
-    missing = [t for t in manifest["tables"] if " ".join(t.split(".", 1)) not in data_entries]
+    manifest = dump.manifest or {}
+    try:
+        toc = restore.table_of_contents(dump)
+    except restore.RestoreRefused as exc:
+        raise VerificationFailed(str(exc)) from exc
+    data = {" ".join(line.split()[-3:-1]) for line in toc if " TABLE DATA " in line}
+    missing = [t for t in manifest["tables"] if " ".join(t.split(".", 1)) not in data]
     if missing:
         raise VerificationFailed(f"table of contents lacks data for {missing}")
     report: dict[str, Any] = {"checksum": "ok", "toc_entries": len(toc)}
     if test_restore:
-        report["restore"] = _test_restore(backup, settings, manifest["tables"])
+        report["restore"] = _test_restore(dump, settings)
     report["duration_s"] = round(time.monotonic() - started, 3)
     return report
 
 
-def _test_restore(backup: Backup, settings: Settings, expected: dict[str, int]) -> dict[str, Any]:
-    scratch = f"{SCRATCH_PREFIX}{backup.name.replace('-', '_').lower()}"[:63]
+def _test_restore(dump: Dump, settings: Settings) -> dict[str, Any]:
     started = time.monotonic()
-    timings: dict[str, float] = {}
-    with db.connect(settings, dbname="postgres", writable=True) as conn:
-        drop_stale(conn)
-        db.create_database(conn, scratch)
-        try:
-            list_path = f"/tmp/{scratch}.list"  # noqa: S108 -- the container's private tmpfs
-            filtered_list(backup, list_path)
-            mark = time.monotonic()
-            try:
-                run_tool(
-                    ["pg_restore", "--no-owner", "--no-privileges", "--exit-on-error",
-                     "--single-transaction", f"--use-list={list_path}", "--no-password",
-                     f"--dbname={settings.conninfo(dbname=scratch)}",
-                     str(backup.path / DUMP_FILE)],
-                    interval=settings.progress_interval_s, label="test_restore",
-                    # The backup role reads by default; its own scratch database it may write.
-                    env={"PGOPTIONS": "-c default_transaction_read_only=off"},
-                )  # fmt: skip
-            except ToolFailed as exc:
-                raise VerificationFailed(f"test restore failed: {exc}") from exc
-            timings["pg_restore_s"] = time.monotonic() - mark
-            mark = time.monotonic()
-            with db.connect(settings, dbname=scratch) as scratch_conn:
-                restored = db.row_counts(scratch_conn)
-            timings["count_s"] = time.monotonic() - mark
-        finally:
-            mark = time.monotonic()
-            db.drop_database(conn, scratch)
-            timings["drop_s"] = time.monotonic() - mark
-    differ = {
-        t: {"manifest": expected.get(t), "restored": restored.get(t)}
-        for t in sorted(set(expected) | set(restored))
-        if expected.get(t) != restored.get(t)
-    }
-    if differ:
-        raise VerificationFailed(f"row counts after the test restore differ: {differ}")
-    return {"tables": len(restored), "rows": sum(restored.values()),
-            "duration_s": round(time.monotonic() - started, 3),
-            **{k: round(v, 3) for k, v in timings.items()}}  # fmt: skip
-
-
-def drop_stale(conn: Any) -> None:
-    """Scratch databases of killed runs (the caller holds the lock, so none is in use)."""
-    for name in db.databases_like(conn, SCRATCH_PREFIX):
-        db.drop_database(conn, name)
-        log.event("scratch_dropped", database=name)
-
-
-def verify(backup: Backup, settings: Settings, *, test_restore: bool) -> dict[str, Any]:
-    """check() and record the outcome in the backup's verification.json (when it can be written)."""
     try:
-        report = check(backup, settings, test_restore=test_restore)
+        with scratch.instance(settings, f"verify-{dump.name}") as server:
+            _create_roles(dump, settings, server.socket_dir)
+            report = restore.restore_into(settings, dump, settings.database, host=server.socket_dir)
+    except restore.RestoreFailed as exc:
+        raise VerificationFailed(f"test restore failed: {exc}") from exc
+    except scratch.ScratchUnavailable as exc:
+        raise VerificationIncomplete(str(exc)) from exc
+    except (tools.ToolFailed, OSError) as exc:
+        if isinstance(exc, OSError) or exc.environmental:
+            raise VerificationIncomplete(f"test restore could not finish: {exc}") from exc
+        raise VerificationFailed(f"test restore failed: {exc}") from exc
+    return {**report, "duration_s": round(time.monotonic() - started, 3)}
+
+
+def _create_roles(dump: Dump, settings: Settings, host: str) -> None:
+    """The dump's roles (globals.sql; "already exists" for postgres is expected), then a check
+    that the roles the restore runs as are there."""
+    subprocess.run(["psql", "--no-psqlrc", "--quiet", f"--file={dump.path / GLOBALS_FILE}",
+                    f"--dbname={settings.conninfo('postgres', host=host)}"],
+                   capture_output=True, text=True, check=False)  # fmt: skip
+    needed = {settings.owner_role, settings.app_role, settings.dump_role}
+    out = subprocess.run(["psql", "--no-psqlrc", "--tuples-only", "--no-align",
+                          "--command=SELECT rolname FROM pg_roles",
+                          f"--dbname={settings.conninfo('postgres', host=host)}"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    absent = needed - set(out.split())
+    if absent:
+        raise VerificationFailed(f"globals.sql does not create the roles {sorted(absent)}")
+
+
+def verify(dump: Dump, settings: Settings, *, test_restore: bool) -> dict[str, Any]:
+    """check() and record the outcome in the dump's verification.json (when it can be written)."""
+    try:
+        report = check(dump, settings, test_restore=test_restore)
     except VerificationFailed as exc:
-        record = {"ok": False, "verified_at": log.iso(log.now()), "error": str(exc)}
-        _record(backup, record)
+        _record(dump, {"status": "failed", "verified_at": log.iso(log.now()), "error": str(exc)})
         raise
-    record = {"ok": True, "verified_at": log.iso(log.now()), **report}
-    _record(backup, record)
+    except VerificationIncomplete as exc:
+        _record(dump, {"status": "unverified", "attempted_at": log.iso(log.now()),
+                       "error": str(exc)})  # fmt: skip
+        raise
+    status = "ok" if test_restore else "unverified"
+    record = {"status": status, "verified_at": log.iso(log.now()), **report}
+    _record(dump, record)
     return record
 
 
-def _record(backup: Backup, record: dict[str, Any]) -> None:
+def _record(dump: Dump, record: dict[str, Any]) -> None:
     try:
-        write_json_atomic(backup.path / VERIFICATION, record)
+        files.write_json_atomic(dump.path / VERIFICATION, record)
     except OSError as exc:  # a full volume must not hide the verification's own outcome
-        log.event("verification_not_recorded", backup=backup.name, error=str(exc))
+        log.event("verification_not_recorded", backup=dump.name, error=str(exc))

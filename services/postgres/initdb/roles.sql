@@ -1,9 +1,12 @@
 -- Roles, database, grants and extensions for pgstack. Idempotent: the entrypoint runs it on the
 -- first start and `make db-init` runs it again at any time (it also re-applies the passwords from the
 -- secret files, which is how a password is rotated). Run by psql as the postgres superuser;
--- pgstack-db-init sets these psql variables first (on stdin):
+-- pgstack-db-init sets these psql variables first (on stdin), each a SCRAM verifier computed on
+-- the client side, never a password:
 --   app_owner_password, app_password, app_backup_password
 \set ON_ERROR_STOP on
+-- Not even the verifiers go into pg_stat_statements' query texts (which base backups copy).
+SET pg_stat_statements.track_utility = off;
 
 -- Roles. Least privilege (DESIGN decision 5):
 --   app_owner  owns the schema and runs migrations (direct connection, never through PgBouncer);
@@ -13,18 +16,18 @@ SELECT format('CREATE ROLE %I', r) FROM unnest(ARRAY['app_owner', 'app', 'app_ba
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r)
 \gexec
 
-ALTER ROLE app_owner  WITH LOGIN NOSUPERUSER CREATEDB   NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'app_owner_password';
+ALTER ROLE app_owner  WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'app_owner_password';
 ALTER ROLE app        WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'app_password';
-ALTER ROLE app_backup WITH LOGIN NOSUPERUSER CREATEDB   NOCREATEROLE REPLICATION   NOBYPASSRLS PASSWORD :'app_backup_password';
+ALTER ROLE app_backup WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD :'app_backup_password';
 GRANT pg_read_all_data TO app_backup;
--- Backups (services/backup): app_backup creates, fills and drops a scratch database to test-restore
--- each backup (elsewhere it only reads: pg_read_all_data is its one privilege on data).
--- REPLICATION lets it take base backups (pg_basebackup) for point-in-time recovery: it then
--- reads the cluster's files, password verifiers included -- the price of physical backups.
--- app_owner runs `make restore`: a new database, then a rename swap, after ending the app's
--- sessions (pg_signal_backend: non-superuser backends only). Neither gets write access to data
--- it did not have; the superuser stays local-only.
-GRANT pg_signal_backend TO app_owner;
+-- Backups (services/backup) run as the postgres user over the shared socket: pgBackRest reads the
+-- cluster's files as their owner anyway. The logical dump still works as app_backup (SET ROLE:
+-- pg_read_all_data, read-only transactions), and a restore as app_owner (pg_restore --role), so
+-- each does only what its role may. What earlier versions granted for the old scheme goes:
+-- base backups over replication, scratch databases in this cluster, ending sessions as app_owner.
+SELECT 'REVOKE pg_signal_backend FROM app_owner'
+WHERE pg_has_role('app_owner', 'pg_signal_backend', 'MEMBER')
+\gexec
 
 -- Guard rails that hold for every session of the role, pooled or not. 5 s is the API's budget
 -- for a statement: its autocommit reads rely on this default, its transactions SET LOCAL their own.
@@ -41,6 +44,10 @@ GRANT CONNECT, TEMPORARY ON DATABASE pgstack TO app_owner;
 GRANT CONNECT ON DATABASE pgstack TO app, app_backup;
 
 \connect pgstack
+-- pg_stat_statements lives in the postgres database (its statistics cover every database):
+-- here, its view would be swept into `GRANT ... ON ALL TABLES` below, and every dump would then
+-- carry a grant that no non-superuser restore can apply. Earlier versions created it here.
+DROP EXTENSION IF EXISTS pg_stat_statements;
 ALTER SCHEMA public OWNER TO app_owner;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO app, app_backup;
@@ -54,4 +61,8 @@ ALTER DEFAULT PRIVILEGES FOR ROLE app_owner IN SCHEMA public
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO app;
 
+\connect postgres
 CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+-- Statements of earlier versions that carried a password in clear: forget them.
+SELECT count(pg_stat_statements_reset(userid, dbid, queryid)) AS forgotten
+FROM pg_stat_statements WHERE query ILIKE '%password%' \gset

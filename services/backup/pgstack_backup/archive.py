@@ -1,0 +1,55 @@
+"""Is point-in-time recovery possible right now? WAL archiving must work (pg_stat_archiver; the
+reason for a failure is in pgBackRest's async spool, on the socket's shared volume), and no WAL
+may be missing from the archive since the newest backup (pgBackRest drops WAL beyond
+archive-push-queue-max rather than let a dead archive fill pg_wal)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pgstack_backup import db, pgbackrest
+from pgstack_backup.settings import Settings
+
+SPOOL = Path("/var/run/postgresql/pgbackrest-spool/archive/pgstack/out")
+
+
+def _failure_reason(spool: Path = SPOOL) -> str:
+    """The newest error pgBackRest's async archiver left for PostgreSQL, in words."""
+    errors = sorted(spool.glob("*.error"), key=lambda p: p.stat().st_mtime) if spool.is_dir() else []
+    if not errors:
+        return ""
+    text = errors[-1].read_text(errors="replace").strip()
+    code, _, message = text.partition("\n")
+    if code.strip().isdigit() and int(code) in {28, 44, 51}:
+        return pgbackrest.mismatch_help(message)
+    return re.sub(r"\s+", " ", message or text)[:500]
+
+
+def problem(settings: Settings) -> str | None:
+    """Why point-in-time recovery is broken now, or None."""
+    with db.connect(settings, "postgres") as conn:
+        row = conn.execute(
+            "SELECT current_setting('archive_mode'), last_archived_time, last_failed_time, "
+            "last_failed_wal FROM pg_stat_archiver"
+        ).fetchone()
+    mode, archived, failed, failed_wal = row  # type: ignore[misc]
+    if mode == "off":
+        return "archive_mode is off in postgresql.conf"
+    if failed is not None and (archived is None or failed > archived):
+        reason = _failure_reason()
+        return f"WAL archiving is failing since {failed} (file {failed_wal}){': ' + reason if reason else ''}"
+    stanza = pgbackrest.info(settings)
+    existing = [b for b in pgbackrest.backups(stanza) if not b.error]
+    if not existing:
+        return None  # nothing to recover from yet; the first run's backup will tell
+    segments = pgbackrest.archived_segments(settings, stanza)
+    missing = pgbackrest.gaps(segments, pgbackrest.segment_number(existing[-1].wal_start))
+    if missing:
+        first, last = missing[0]
+        return (
+            f"WAL is missing from the archive ({last - first + 1} segment(s) after the newest "
+            "backup: dropped while archiving failed, beyond WAL_ARCHIVE_QUEUE_MAX). Recovery "
+            "cannot cross the gap: fix the archive, then take a backup (`make backup`)"
+        )
+    return None

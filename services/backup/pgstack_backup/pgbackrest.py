@@ -1,0 +1,210 @@
+"""pgBackRest, as this service uses it: physical backups, WAL archive facts, retention, repository
+verification, and the point-in-time window. Its configuration is rendered at container start
+(services/lib/pgbackrest-conf.sh, PGBACKREST_CONFIG); this module only runs commands and reads
+`info --output=json`. The window logic is pure and unit-tested.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pgstack_backup import log, tools
+from pgstack_backup.settings import Settings
+
+STANZA = "pgstack"
+# pgBackRest's error codes for "this repository belongs to another cluster" (a re-initialised
+# database, or a repository pointed at the wrong one): archive, backup and check say it so.
+_MISMATCH_CODES = {28, 44, 51}
+SEGMENTS_PER_LOG = 0x100  # 16 MB WAL segments (initdb's default): 256 per log file id
+
+
+class StanzaMismatch(RuntimeError):
+    """The repository's stanza was made for another cluster (system identifier)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backup:
+    label: str
+    type: str  # full, diff, incr
+    started: datetime
+    stopped: datetime
+    size: int  # the database's size
+    repo_size: int  # what this backup added to the repository
+    wal_start: str
+    wal_stop: str
+    db_id: int
+    annotation: dict[str, str]
+    error: bool
+
+    @classmethod
+    def from_info(cls, item: dict[str, Any]) -> Backup:
+        stamp = item["timestamp"]
+        return cls(
+            label=item["label"], type=item["type"],
+            started=datetime.fromtimestamp(stamp["start"], UTC),
+            stopped=datetime.fromtimestamp(stamp["stop"], UTC),
+            size=int(item["info"]["size"]),
+            repo_size=int(item["info"]["repository"].get("delta", 0)),
+            wal_start=item["archive"]["start"], wal_stop=item["archive"]["stop"],
+            db_id=int(item["database"]["id"]), annotation=item.get("annotation") or {},
+            error=bool(item.get("error")),
+        )  # fmt: skip
+
+
+def command(settings: Settings, *args: str, label: str = "", progress: bool = False) -> str:
+    """Run `pgbackrest --stanza=pgstack <args>`; StanzaMismatch or ToolFailed on failure."""
+    argv = ["pgbackrest", f"--stanza={STANZA}", *args]
+
+    def probe() -> dict[str, Any]:
+        held = (info(settings).get("status", {}).get("lock", {}).get("backup", {}))
+        done, total = held.get("size-cplt"), held.get("size")
+        return {"bytes_done": done, "bytes": total} if total else {}
+
+    try:
+        return tools.run(argv, label=label or f"pgbackrest {args[0]}",
+                         interval=settings.progress_interval_s,
+                         progress=probe if progress else None)  # fmt: skip
+    except tools.ToolFailed as exc:
+        if exc.code in _MISMATCH_CODES:
+            raise StanzaMismatch(mismatch_help(exc.stderr)) from exc
+        raise
+
+
+def mismatch_help(stderr: str) -> str:
+    return (
+        "the backup repository belongs to another database cluster (pgBackRest: "
+        f"{stderr.strip().splitlines()[0] if stderr.strip() else 'mismatch'}). The database was "
+        "re-initialised, or the repository is not this stack's. Its WAL is not archived and no "
+        "backup can be taken until this is settled: if the new cluster is meant, `make "
+        "backup-stanza-upgrade` starts its own history in the same repository (the old cluster's "
+        "backups stay listed and restorable); otherwise point the stack at its own repository."
+    )
+
+
+def info(settings: Settings) -> dict[str, Any]:
+    """The stanza's entry of `pgbackrest info --output=json` ({} when there is none)."""
+    out = subprocess.run(["pgbackrest", f"--stanza={STANZA}", "info", "--output=json"],
+                         capture_output=True, text=True, check=False).stdout  # fmt: skip
+    try:
+        stanzas = json.loads(out or "[]")
+    except ValueError:
+        return {}
+    return stanzas[0] if stanzas else {}
+
+
+def current_db_id(stanza: dict[str, Any]) -> int | None:
+    """The cluster the stanza archives now (stanza-upgrade appends a new one)."""
+    ids = [int(d["id"]) for d in stanza.get("db", [])]
+    return max(ids) if ids else None
+
+
+def backups(stanza: dict[str, Any], *, current_only: bool = True) -> list[Backup]:
+    """Backups, oldest first; by default only those of the current cluster (the others cannot
+    restore it)."""
+    found = [Backup.from_info(b) for b in stanza.get("backup", [])]
+    current = current_db_id(stanza)
+    return [b for b in found if not current_only or b.db_id == current]
+
+
+def ensure_stanza(settings: Settings) -> None:
+    """Create the stanza on first use (idempotent); StanzaMismatch if it is another cluster's."""
+    command(settings, "stanza-create", label="stanza_create")
+
+
+def choose_type(existing: Sequence[Backup], now: datetime, full_every: timedelta) -> str:
+    """full when there is no full backup newer than `full_every`, else an incremental one."""
+    fulls = [b for b in existing if b.type == "full" and not b.error]
+    if not fulls or now - fulls[-1].stopped >= full_every:
+        return "full"
+    return "incr"
+
+
+def archived_segments(settings: Settings, stanza: dict[str, Any]) -> dict[int, datetime]:
+    """Segment number -> time it reached repo1, for the current cluster's archive (any timeline)."""
+    current = current_db_id(stanza)
+    archive_id = next((a["id"] for a in stanza.get("archive", [])
+                       if int(a["database"]["id"]) == current), None)  # fmt: skip
+    if archive_id is None:
+        return {}
+    out = subprocess.run(
+        ["pgbackrest", f"--stanza={STANZA}", "--repo=1", "repo-ls", "--recurse", "--output=json",
+         f"archive/{STANZA}/{archive_id}"], capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    segments: dict[int, datetime] = {}
+    for path, entry in json.loads(out or "{}").items():
+        name = path.rsplit("/", 1)[-1]
+        if entry.get("type") == "file" and len(name) > 24 and name[24] == "-":
+            segno = segment_number(name[:24])
+            moment = datetime.fromtimestamp(entry["time"], UTC)
+            segments[segno] = max(moment, segments.get(segno, moment))
+    return segments
+
+
+def segment_number(wal: str) -> int:
+    """A WAL file name's position in the log, whatever its timeline (16 MB segments)."""
+    return int(wal[8:16], 16) * SEGMENTS_PER_LOG + int(wal[16:24], 16)
+
+
+def gaps(segments: dict[int, datetime], since: int) -> list[tuple[int, int]]:
+    """Missing segment ranges (first, last) from `since` to the newest archived one."""
+    present = sorted(s for s in segments if s >= since)
+    return [(a + 1, b - 1) for a, b in zip(present, present[1:], strict=False) if b - a > 1]
+
+
+def window(existing: Sequence[Backup], segments: dict[int, datetime], upper: datetime
+           ) -> list[tuple[datetime, datetime]]:  # fmt: skip
+    """The times a point-in-time recovery can reach: from each backup's end, as far as the
+    archived WAL after it runs without a gap; the run that reaches the newest segment reaches
+    `upper` (now, once `pgbackrest check` has archived the current WAL)."""
+    good = [b for b in existing if not b.error]
+    if not good:
+        return []
+    newest = max(segments) if segments else None
+    spans: list[tuple[datetime, datetime]] = []
+    for backup in good:
+        start_seg, stop_seg = segment_number(backup.wal_start), segment_number(backup.wal_stop)
+        if any(s not in segments for s in range(start_seg, stop_seg + 1)):
+            continue  # the backup's own WAL is missing: it cannot even reach consistency
+        end = stop_seg
+        while end + 1 in segments:
+            end += 1
+        reach = upper if end == newest else segments[end]
+        if reach >= backup.stopped:
+            spans.append((backup.stopped, reach))
+    return _union(spans)
+
+
+def _union(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    merged: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def describe(spans: list[tuple[datetime, datetime]], tz: Any) -> str:
+    """'between A and B' (or several such ranges), in the operator's time zone."""
+    def fmt(moment: datetime) -> str:
+        return moment.astimezone(tz).isoformat(sep=" ", timespec="seconds")
+
+    if not spans:
+        return "no time at all (no usable backup yet: take one with `make backup`)"
+    return " or ".join(f"between {fmt(a)} and {fmt(b)}" for a, b in spans)
+
+
+def run_backup(settings: Settings, kind: str, label: str) -> Backup:
+    """Take a backup of `kind` (full/diff/incr) annotated with pgstack's label; return it."""
+    started = log.now()
+    command(settings, "backup", f"--type={kind}", f"--annotation=pgstack-label={label}",
+            label="pgbackrest_backup", progress=True)  # fmt: skip
+    taken = [b for b in backups(info(settings)) if b.started >= started - timedelta(seconds=2)]
+    if not taken:
+        raise RuntimeError("pgbackrest backup succeeded but info does not list the new backup")
+    return taken[-1]
