@@ -26,7 +26,11 @@ TEST_VENV ?= $(CURDIR)/.venv-test
 PYTEST_ARGS ?=
 CONFIRM ?=
 
-export COMPOSE_PROJECT_NAME PGSTACK_HTTP_PORT PGSTACK_HTTP_BIND PGSTACK_SECRETS_DIR PGSTACK_IMAGE_TAG \
+# pgBackRest's off-site repository on S3 needs PostgreSQL to reach it (services/backup/compose.s3.yml).
+BACKUP_REPO2 ?=
+COMPOSE_FILE ?= docker-compose.yml$(if $(filter s3,$(BACKUP_REPO2)),:services/backup/compose.s3.yml)
+
+export COMPOSE_PROJECT_NAME COMPOSE_FILE PGSTACK_HTTP_PORT PGSTACK_HTTP_BIND PGSTACK_SECRETS_DIR PGSTACK_IMAGE_TAG \
 	BASE_IMAGE PGSTACK_CA_BUNDLE
 COMPOSE := docker compose
 DB_CLI := $(COMPOSE) run --rm --no-TTY migrate pgstack-db
@@ -124,7 +128,8 @@ restore: preflight ## Restore BACKUP=<dump|latest>, or TARGET_TIME=<time> (point
 restore-rollback: preflight ## After an interrupted point-in-time recovery: put the previous cluster back.
 	@$(COMPOSE) stop postgres
 	@$(BACKUP_ONE_OFF) pitr-rollback
-	@$(COMPOSE) up --detach --wait --wait-timeout 300
+	@$(COMPOSE) up --detach --wait --wait-timeout 300 --no-deps postgres
+	@$(COMPOSE) exec --no-TTY api python3 -c "$$API_READY_WAIT"
 
 backup-stanza-upgrade: preflight ## A re-initialised cluster: start its own history in the repository.
 	@$(BACKUP_CLI) stanza-upgrade

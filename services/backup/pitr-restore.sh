@@ -35,6 +35,15 @@ pitr_container_state() {
 	docker inspect --format '{{.RestartCount}} {{.State.Status}}' "$("${COMPOSE[@]}" ps --all --quiet postgres)"
 }
 
+# usage: pitr_serve
+# Start postgres, wait until it is healthy, then until the API (which kept running) is ready.
+# Not `up --wait` on the others: PgBouncer's health is red while postgres was away, and compose
+# fails at once on an unhealthy container instead of waiting for it to recover.
+pitr_serve() {
+	"${COMPOSE[@]}" up --detach --wait --wait-timeout 300 --no-deps postgres
+	"${COMPOSE[@]}" exec --no-TTY api python3 -c "$API_READY_WAIT"
+}
+
 # usage: pitr_rollback REASON
 # Put the set-aside cluster back, start it, and fail with REASON.
 pitr_rollback() {
@@ -43,8 +52,7 @@ pitr_rollback() {
 	pitr_step "rollback: putting the previous cluster back"
 	"${COMPOSE[@]}" stop postgres >/dev/null 2>&1 || true
 	"${ONE_OFF[@]}" pitr-rollback
-	"${COMPOSE[@]}" up --detach --wait --wait-timeout 300 postgres pgbouncer
-	"${BACKUP_CLI[@]}" reopen >/dev/null 2>&1 || true
+	pitr_serve
 	pitr_error "the previous cluster is back and serving; nothing was lost. Its safety dump: 'make backup-list' (pre-pitr)."
 	exit 1
 }
@@ -66,7 +74,7 @@ down_since=$(date +%s)
 pitr_step "4/6 restore the newest backup before the target, beside the current cluster"
 if ! "${ONE_OFF[@]}" pitr-restore --target-time "$TARGET"; then
 	pitr_error "the restore did not complete; the current cluster was not replaced (see above). Starting it again."
-	"${COMPOSE[@]}" up --detach --wait --wait-timeout 300 postgres pgbouncer
+	pitr_serve
 	exit 1
 fi
 trap 'pitr_rollback "interrupted"' INT TERM
@@ -105,8 +113,7 @@ echo "recovered and promoted: $(pitr_psql "SELECT 'timeline ' || timeline_id FRO
 pitr_step "6/6 migrations to head, roles and grants (db-init), then the API"
 "${COMPOSE[@]}" run --rm --no-TTY migrate
 "${COMPOSE[@]}" exec --no-TTY postgres pgstack-db-init
-"${COMPOSE[@]}" up --detach --wait --wait-timeout 300 pgbouncer api
-"${COMPOSE[@]}" exec --no-TTY api python3 -c "$API_READY_WAIT"
+pitr_serve
 trap - ERR INT TERM
 echo "the API was unavailable for $(($(date +%s) - down_since)) s"
 "${ONE_OFF[@]}" pitr-finish

@@ -1,90 +1,180 @@
-"""Point-in-time recovery on a real stack: WAL archived by postgres, base backups by the backup
-service; `make restore TARGET_TIME=...` gives exactly the rows committed before the target. And
-a failing archive never fills pg_wal: WAL beyond the queue limit is dropped and the backup
-service turns unhealthy."""
+"""Point-in-time recovery on a real stack (pgBackRest): exactly the rows committed before the
+target; targets outside the recoverable window refused before anything is touched; a recovery
+that fails after the cluster was set aside -- a target past the guard, a crash mid-replay --
+puts the previous cluster back, serving, with nothing lost; retention keeps the WAL that kept
+backups need. One stack, used in order: every test leaves it healthy for the next."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.backup.conftest import BackupStack, last_event
+from tests.backup.conftest import REPO, BackupStack, last_event
 
 pytestmark = pytest.mark.chaos
 
 
-def _rows(stack: BackupStack, marker: str) -> int:
-    return int(stack.psql(f"SELECT count(*) FROM users WHERE name = '{marker}'"))
-
-
-def test_restore_to_a_time_gives_exactly_the_rows_committed_before_it(
-    backup_stack_factory: Callable[..., BackupStack],
-) -> None:
-    stack = backup_stack_factory("pitr")
+@pytest.fixture(scope="module")
+def pstack(backup_stack_factory: Callable[..., BackupStack]) -> Iterator[BackupStack]:
+    # One full chain kept, so the retention test can watch an older one go.
+    stack = backup_stack_factory("pitr", env={"BACKUP_REPO1_RETENTION_FULL": "1"})
     stack.up()
-    assert stack.backup()["base_backup"]
-    stack.psql("INSERT INTO users (email, name) SELECT 'before' || g || '@x.test', 'before' "
-               "FROM generate_series(1, 7) AS g")  # fmt: skip
-    time.sleep(1)
-    target = stack.psql("SELECT now()")
-    time.sleep(1)
-    stack.psql("INSERT INTO users (email, name) SELECT 'after' || g || '@x.test', 'after' "
-               "FROM generate_series(1, 5) AS g")  # fmt: skip
-    assert (_rows(stack, "before"), _rows(stack, "after")) == (7, 5)
+    assert stack.backup()["physical"]["repo1"]["type"] == "full"
+    yield stack
 
-    restored = stack.make("restore", f"TARGET_TIME={target}", "CONFIRM=1", timeout=400)
-    if restored.returncode != 0:
-        logs = stack.compose("logs", "--no-color", "--tail=40", "api", "pgbouncer", check=False)
-        raise AssertionError(f"{restored.stdout[-2000:]}{restored.stderr[-2000:]}\n{logs.stdout}")
-    assert (_rows(stack, "before"), _rows(stack, "after")) == (7, 0)
-    # Recovery promoted onto a new timeline, and the API serves the recovered data.
-    assert stack.psql("SELECT pg_is_in_recovery()") == "f"
-    assert int(stack.psql("SELECT timeline_id FROM pg_control_checkpoint()")) >= 2
+
+def _insert(stack: BackupStack, marker: str, count: int) -> None:
+    stack.psql(
+        f"INSERT INTO users (email, name) SELECT '{marker}' || g || '-' || md5(random()::text) "
+        f"|| '@x.test', '{marker}' FROM generate_series(1, {count}) g"
+    )
+
+
+def _restore(stack: BackupStack, target: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return stack.make("restore", f"TARGET_TIME={target}", "CONFIRM=1", *extra, timeout=600)
+
+
+def _started_at(stack: BackupStack) -> str:
+    container = stack.container("postgres")
+    container.reload()
+    return str(container.attrs["State"]["StartedAt"])
+
+
+def _serving(stack: BackupStack) -> None:
     with stack.http() as http:
         assert http.get("/readyz").status_code == 200
         assert http.get("/api/products").status_code == 200
-    # The safety backup of the state before the recovery still has the later rows.
-    assert "pre-pitr" in restored.stdout and "post-pitr" in restored.stdout
-    assert stack.backup_cli("health").returncode == 0
 
 
-def test_a_failing_wal_archive_drops_wal_beyond_the_queue_limit_and_postgres_stays_up(
-    backup_stack_factory: Callable[..., BackupStack],
+def _pre_pitr_dumps(stack: BackupStack) -> list[str]:
+    return [n for n in stack.backups() if n.endswith("-pre-pitr")]
+
+
+def test_restore_to_a_time_gives_exactly_the_rows_committed_before_it(pstack: BackupStack) -> None:
+    _insert(pstack, "before", 7)
+    time.sleep(1)
+    target = pstack.psql("SELECT now()")
+    time.sleep(1)
+    _insert(pstack, "after", 5)
+
+    restored = _restore(pstack, target)
+    assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-3000:]
+    assert (pstack.rows("name = 'before'"), pstack.rows("name = 'after'")) == (7, 0)
+    assert pstack.psql("SELECT pg_is_in_recovery()") == "f"
+    assert int(pstack.psql("SELECT timeline_id FROM pg_control_checkpoint()")) >= 2
+    # Writable, and the recovery-only setting is gone from postgresql.auto.conf (it would stop a
+    # future replica of this cluster from serving reads).
+    _insert(pstack, "written-after", 1)
+    assert pstack.psql("SELECT count(*) FROM pg_file_settings WHERE name = 'hot_standby'") == "0"
+    _serving(pstack)
+    assert "the API was unavailable for" in restored.stdout
+    # The safety dump of the state before the recovery -- with the later rows -- is still there
+    # after the whole command, a backup on the new timeline included.
+    safety = _pre_pitr_dumps(pstack)
+    assert len(safety) == 1, pstack.backups()
+    assert any(n.endswith("-post-pitr") for n in pstack.backups())
+    listing = pstack.make("backup-list").stdout
+    assert f"{safety[0]}" in listing and "safety copy kept until" in listing, listing
+    assert pstack.backup_cli("health").returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("target", "says"),
+    [
+        ("2099-01-01 00:00:00+00", "is in the future"),
+        ("2020-01-01 10:00:00+00", "you can restore to any time between"),
+        ("2026-11-31 10:00", "is not a time"),
+        ("yesterday at ten", "is not a time"),
+    ],
+    ids=["future", "before-the-oldest-backup", "no-such-day", "not-a-time"],
+)
+def test_a_target_outside_the_window_is_refused_before_anything_is_touched(
+    pstack: BackupStack, target: str, says: str
 ) -> None:
-    # Three 16 MB segments may wait; more are dropped (pgBackRest's archive-push-queue-max idea).
-    stack = backup_stack_factory("walq", env={"WAL_ARCHIVE_QUEUE_MAX": str(3 * 16 * 1024 * 1024)})
-    stack.up()
-    stack.backup()
-    archive = "/var/lib/pgstack-wal/wal"
-    code, out = stack.exec("postgres", "chmod", "0550", archive)  # the archive breaks
-    assert code == 0, out
-    try:
-        for _ in range(10):  # each switch closes a segment and wakes the archiver
-            stack.psql("SELECT txid_current()")
-            stack.psql("SELECT pg_switch_wal()")
-            time.sleep(1)
-        deadline = time.monotonic() + 60
-        while stack.exec("postgres", "test", "-e", "/var/lib/pgstack-wal/WAL_DROPPED")[0] != 0:
-            assert time.monotonic() < deadline, "no WAL was dropped within 60 s"
-            time.sleep(1)
-        status_dir = "/var/lib/postgresql/data/pg_wal/archive_status"
-        waiting = stack.exec("postgres", "sh", "-c", f"ls {status_dir} | grep -c ready")[1]
-        assert int(waiting.strip() or 0) <= 4, waiting
-        assert stack.psql("SELECT 1") == "1"  # PostgreSQL is up and writable
-        stack.psql("CREATE TABLE still_writable AS SELECT 1 AS x")
+    rows, started, safety = pstack.rows("true"), _started_at(pstack), _pre_pitr_dumps(pstack)
+    refused = _restore(pstack, target)
+    assert refused.returncode != 0
+    assert says in last_event(refused.stdout, "refused")["error"]
+    # Nothing touched: postgres never stopped, no safety dump was needed, same rows, serving.
+    assert _started_at(pstack) == started
+    assert _pre_pitr_dumps(pstack) == safety
+    assert pstack.rows("true") == rows
+    _serving(pstack)
 
-        failed = stack.backup_cli("run")
-        assert failed.returncode == 1
-        # Failing now, or dropped WAL earlier: either way no recovery across it is possible.
-        assert (
-            "point-in-time recovery is not possible" in last_event(failed.stdout, "backup")["error"]
-        )
-        assert stack.backup_cli("health").returncode == 5
-    finally:
-        stack.exec("postgres", "chmod", "0770", archive)
-    # Archive repaired: the next backup's base backup makes recovery possible again.
-    time.sleep(1.5)  # the drop marker must be older than the new base backup's start
-    assert stack.backup()["status"] == "ok"
-    assert stack.backup_cli("health").returncode == 0
+
+def test_a_target_past_the_guard_fails_in_replay_and_the_previous_cluster_comes_back(
+    pstack: BackupStack,
+) -> None:
+    _insert(pstack, "kept", 3)
+    rows = pstack.rows("true")
+    # FORCE=1 skips the window check: replay then ends before the (future) target.
+    failed = _restore(pstack, "2099-01-01 00:00:00+00", "FORCE=1")
+    assert failed.returncode != 0
+    assert "previous cluster is back" in failed.stderr, failed.stderr[-2000:]
+    assert "recovery ended before configured recovery target was reached" in failed.stderr
+    assert pstack.rows("true") == rows and pstack.rows("name = 'kept'") == 3
+    assert pstack.exec("postgres", "ls", "/var/lib/postgresql/data")[1].split() == ["pgdata"]
+    _serving(pstack)
+    pstack.wait_healthy("backup")
+
+
+def test_a_crash_during_replay_puts_the_previous_cluster_back(pstack: BackupStack) -> None:
+    # Enough WAL after the newest backup that replaying it takes a while.
+    pstack.backup()
+    pstack.psql("CREATE TABLE churn AS SELECT g AS id, md5(g::text) AS pad "
+                "FROM generate_series(1, 1500000) g")  # fmt: skip
+    for _ in range(2):
+        pstack.psql("UPDATE churn SET pad = md5(pad)")
+    target = pstack.psql("SELECT now()")
+    _insert(pstack, "late", 4)
+    rows = pstack.rows("true")
+    env = pstack.env
+    command = ["make", "--no-print-directory", "restore", f"TARGET_TIME={target}", "CONFIRM=1"]
+    with subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as restore:  # fmt: skip
+        container = pstack.container("postgres")
+        deadline = time.monotonic() + 300
+        while b"restored log file" not in container.logs(since=int(time.time()) - 5):
+            assert restore.poll() is None, restore.stdout.read() if restore.stdout else ""
+            assert time.monotonic() < deadline, "replay never started"
+            time.sleep(0.2)
+            container.reload()
+        # A real crash (SIGKILL from the host, not `docker kill`): docker restarts it.
+        os.kill(int(container.attrs["State"]["Pid"]), signal.SIGKILL)
+        output, _ = restore.communicate(timeout=600)
+    assert restore.returncode != 0, output[-3000:]
+    assert "postgres stopped during recovery" in output and "previous cluster is back" in output
+    assert pstack.rows("true") == rows and pstack.rows("name = 'late'") == 4
+    assert int(pstack.psql("SELECT count(*) FROM churn")) == 1500000
+    _serving(pstack)
+    pstack.psql("DROP TABLE churn")
+
+
+def test_retention_keeps_the_wal_of_the_kept_backups_and_recovery_from_them_works(
+    pstack: BackupStack,
+) -> None:
+    # A second full backup; the next run's expire (one full chain kept) drops the older one.
+    code, out = pstack.exec("backup", "pgbackrest", "--stanza=pgstack", "backup", "--type=full",
+                            user="postgres")  # fmt: skip
+    assert code == 0, out
+    pstack.backup()
+    fulls = [b for b in pstack.physical() if b["type"] == "full"]
+    assert len(fulls) == 1, [b["label"] for b in pstack.physical()]
+    code, out = pstack.exec("backup", "pgbackrest", "--stanza=pgstack", "verify", user="postgres")
+    assert code == 0, out
+
+    _insert(pstack, "after-expire", 2)
+    time.sleep(1)
+    target = pstack.psql("SELECT now()")
+    _insert(pstack, "too-late", 2)
+    restored = _restore(pstack, target)
+    assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-3000:]
+    assert (pstack.rows("name = 'after-expire'"), pstack.rows("name = 'too-late'")) == (2, 0)
+    # And a time before the kept backup is now outside the window, said so with its bounds.
+    refused = _restore(pstack, "2026-01-01 00:00:00+00")
+    assert "you can restore to any time between" in last_event(refused.stdout, "refused")["error"]

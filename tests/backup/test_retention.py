@@ -111,3 +111,53 @@ def test_a_year_of_nightly_backups_keeps_seven_days_four_weeks_six_months() -> N
     # 7 dailies; the weeklies and monthlies overlap them partly: never more than 7 + 4 + 6.
     assert 7 <= len(kept) <= 17
     assert {f"n{d:03d}" for d in range(358, 365)} <= kept
+
+
+@st.composite
+def with_safety_copies(draw: st.DrawFn) -> tuple[list[Candidate], datetime]:
+    """A timeline in which some backups are the safety dumps of restores, protected for 14 days,
+    and a `now` somewhere along it."""
+    timeline = draw(timelines())
+    protected = draw(st.lists(st.booleans(), min_size=len(timeline), max_size=len(timeline)))
+    now = START + timedelta(minutes=draw(st.integers(0, 420 * 24 * 60)))
+    return [
+        Candidate(c.name, c.taken_at, c.valid, c.taken_at + timedelta(days=14) if p else None)
+        for c, p in zip(timeline, protected, strict=True)
+    ], now
+
+
+@given(with_safety_copies(), policies)
+def test_a_safety_copy_is_never_deleted_while_protected_whatever_the_policy(
+    case: tuple[list[Candidate], datetime], policy: Policy
+) -> None:
+    timeline, now = case
+    doomed = to_delete(timeline, policy, TZ, now=now)
+    for c in timeline:
+        if c.protected_until is not None and c.protected_until > now:
+            assert c.name not in doomed
+
+
+@given(with_safety_copies(), policies)
+def test_a_protected_copy_never_takes_the_place_of_a_scheduled_backup(
+    case: tuple[list[Candidate], datetime], policy: Policy
+) -> None:
+    """What happens to the unprotected backups is what would happen without the safety copies."""
+    timeline, now = case
+    shielded = {c.name for c in timeline if c.protected_until and c.protected_until > now}
+    rest = [c for c in timeline if c.name not in shielded]
+    assert to_delete(timeline, policy, TZ, now=now) == to_delete(rest, policy, TZ, now=now)
+
+
+def test_a_restores_safety_dump_survives_a_day_of_backups_and_goes_after_its_days() -> None:
+    """The field failure: a pre-restore dump deleted by the next backup of the same day."""
+    day = START + timedelta(days=30)
+    scheduled = [Candidate(f"s{h:02d}", day + timedelta(hours=h), True) for h in (3, 20)]
+    safety = Candidate(
+        "pre-restore", day + timedelta(hours=10), True, day + timedelta(days=14, hours=10)
+    )
+    timeline = [*scheduled, safety]
+    assert "pre-restore" not in to_delete(
+        timeline, Policy(daily=1, weekly=0, monthly=0), TZ, now=day + timedelta(hours=21)
+    )
+    later = day + timedelta(days=15)
+    assert "pre-restore" in to_delete(timeline, Policy(daily=1, weekly=0, monthly=0), TZ, now=later)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pgstack_backup import db, pgbackrest
+from pgstack_backup import db, log, pgbackrest, state
 from pgstack_backup.settings import Settings
 
 SPOOL = Path("/var/run/postgresql/pgbackrest-spool/archive/pgstack/out")
@@ -16,7 +16,9 @@ SPOOL = Path("/var/run/postgresql/pgbackrest-spool/archive/pgstack/out")
 
 def _failure_reason(spool: Path = SPOOL) -> str:
     """The newest error pgBackRest's async archiver left for PostgreSQL, in words."""
-    errors = sorted(spool.glob("*.error"), key=lambda p: p.stat().st_mtime) if spool.is_dir() else []
+    errors = (
+        sorted(spool.glob("*.error"), key=lambda p: p.stat().st_mtime) if spool.is_dir() else []
+    )
     if not errors:
         return ""
     text = errors[-1].read_text(errors="replace").strip()
@@ -38,7 +40,8 @@ def problem(settings: Settings) -> str | None:
         return "archive_mode is off in postgresql.conf"
     if failed is not None and (archived is None or failed > archived):
         reason = _failure_reason()
-        return f"WAL archiving is failing since {failed} (file {failed_wal}){': ' + reason if reason else ''}"
+        why = f": {reason}" if reason else ""
+        return f"WAL archiving is failing since {failed} (file {failed_wal}){why}"
     stanza = pgbackrest.info(settings)
     existing = [b for b in pgbackrest.backups(stanza) if not b.error]
     if not existing:
@@ -53,3 +56,25 @@ def problem(settings: Settings) -> str | None:
             "cannot cross the gap: fix the archive, then take a backup (`make backup`)"
         )
     return None
+
+
+def check_and_record(settings: Settings, state_path: Path) -> str | None:
+    """Record (and announce once) a problem in the health state; clear it once it is over.
+    Returns the problem. The service runs this every few minutes between backups."""
+    try:
+        found = problem(settings)
+    except Exception as exc:  # postgres down: its own health check says so, not ours
+        log.event("archive_check_skipped", error=str(exc))
+        return None
+    current = state.load(state_path)
+    if found and not current.get("archive_problem"):
+        alert = {"event": "archive_alert", "status": "failed", "error": found}
+        log.event(**alert)
+        log.notify(settings.webhook_url, alert)
+    if found:
+        state.save({**current, "archive_problem": {"at": log.iso(log.now()), "error": found}},
+                   state_path)  # fmt: skip
+    elif current.pop("archive_problem", None):
+        log.event("archive_alert", status="ok")
+        state.save(current, state_path)
+    return found

@@ -8,7 +8,19 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pgstack_backup import db, dumps, lock, log, pgbackrest, pitr, restore, runner, state, verify
+from pgstack_backup import (
+    archive,
+    db,
+    dumps,
+    lock,
+    log,
+    pgbackrest,
+    pitr,
+    restore,
+    runner,
+    state,
+    verify,
+)
 from pgstack_backup.schedule import serve
 from pgstack_backup.settings import Settings, SettingsError
 
@@ -30,13 +42,22 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pgstack-backup", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run backups on BACKUP_SCHEDULE (the service's command)")
-    run = sub.add_parser("run", help="back up now: physical + dump, verify, retention (make backup)")
+    run = sub.add_parser(
+        "run", help="back up now: physical + dump, verify, retention (make backup)"
+    )
     run.add_argument("--label", default="manual", help="suffix of the backup's name")
-    run.add_argument("--no-retention", action="store_true",
-                     help="delete nothing (after a restore: every older backup stays)")
-    safety = sub.add_parser("safety", help="a protected safety dump before a restore (no retention)")
+    run.add_argument(
+        "--no-retention",
+        action="store_true",
+        help="delete nothing (after a restore: every older backup stays)",
+    )
+    safety = sub.add_parser(
+        "safety", help="a protected safety dump before a restore (no retention)"
+    )
     safety.add_argument("--label", choices=sorted(dumps.SAFETY_LABELS), required=True)
-    sub.add_parser("list", help="both kinds of backup and the recoverable window (make backup-list)")
+    sub.add_parser(
+        "list", help="both kinds of backup and the recoverable window (make backup-list)"
+    )
     check = sub.add_parser("verify", help="checksums, contents and test restore of a dump")
     check.add_argument("backup", nargs="?", default="latest")
     check.add_argument("--no-restore", action="store_true", help="skip the test restore")
@@ -44,13 +65,17 @@ def _parser() -> argparse.ArgumentParser:
     rest.add_argument("backup", nargs="?", default="latest")
     rest.add_argument("--yes", action="store_true", help="confirm: the live data is replaced")
     sub.add_parser("reopen", help="let the API's role connect again after a restore")
-    for name, what in (("pitr-check", "refuse a target outside the recoverable window"),
-                       ("pitr-restore", "(postgres stopped) set the cluster aside, restore")):  # fmt: skip
+    steps = {"pitr-check": "refuse a target outside the recoverable window",
+             "pitr-restore": "(postgres stopped) set the cluster aside, restore"}  # fmt: skip
+    for name, what in steps.items():
         step = sub.add_parser(name, help=what)
         step.add_argument("--target-time", required=True)
     sub.add_parser("pitr-rollback", help="(postgres stopped) put the set-aside cluster back")
     sub.add_parser("pitr-finish", help="delete the set-aside cluster after a recovery")
-    sub.add_parser("stanza-upgrade", help="start a new archive history for a re-initialised cluster")
+    sub.add_parser(
+        "stanza-upgrade", help="start a new archive history for a re-initialised cluster"
+    )
+    sub.add_parser("check-archive", help="check WAL archiving now (the service does every 5 min)")
     sub.add_parser("health", help="exit 0 when backups are recent and recovery is possible")
     return parser
 
@@ -77,7 +102,9 @@ def _list(settings: Settings) -> Exit:
         elif dump.status == "failed":
             status = "FAILED verification: " + str(record.get("error", ""))[:100]
         else:
-            status = "unverified" + (f" ({str(record['error'])[:100]})" if record.get("error") else "")
+            status = "unverified" + (
+                f" ({str(record['error'])[:100]})" if record.get("error") else ""
+            )
         protected = dump.protected_until(settings.safety_keep_days)
         if protected and protected > log.now():
             status += f"; safety copy kept until {log.iso(protected)}"
@@ -90,11 +117,10 @@ def _list(settings: Settings) -> Exit:
     print("physical backups (pgBackRest; make restore TARGET_TIME=<time>):")
     for backup in pgbackrest.backups(stanza, current_only=False):
         label = backup.annotation.get("pgstack-label", "")
-        print(f"  {backup.label:34} {backup.type:5} {backup.size / 1e6:10.2f} MB "
+        print(f"  repo{backup.repo} {backup.label:34} {backup.type:5} {backup.size / 1e6:10.2f} MB "
               f"(+{backup.repo_size / 1e6:.2f} MB stored)  finished {log.iso(backup.stopped)}"
               f"  {label}{'  ERROR' if backup.error else ''}")  # fmt: skip
-    segments = pgbackrest.archived_segments(settings, stanza) if stanza else {}
-    spans = pgbackrest.window(pgbackrest.backups(stanza), segments, log.now())
+    spans = pgbackrest.recoverable(settings, stanza, log.now()) if stanza else []
     print(f"point-in-time recovery: any time {pgbackrest.describe(spans, settings.tz)}")
     print("  (it ends now while WAL archiving works; the backup service's health says if not)")
     return Exit.OK
@@ -132,7 +158,7 @@ def _safety(settings: Settings, label: str) -> Exit:
     return Exit.OK
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings) -> Exit:  # noqa: PLR0911
+def _dispatch(args: argparse.Namespace, settings: Settings) -> Exit:
     command = args.command
     if command == "serve":
         return Exit(serve(settings))
@@ -156,7 +182,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Exit:  # noqa: PL
         restore.reopen(settings)
         return Exit.OK
     if command == "pitr-check":
-        log.event("pitr_check", **pitr.check(settings, pitr.parse_target(args.target_time, settings.tz)))
+        log.event(
+            "pitr_check", **pitr.check(settings, pitr.parse_target(args.target_time, settings.tz))
+        )
         return Exit.OK
     if command == "pitr-restore":
         pitr.restore(settings, pitr.parse_target(args.target_time, settings.tz))
@@ -167,9 +195,14 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Exit:  # noqa: PL
     if command == "pitr-finish":
         pitr.finish(settings)
         return Exit.OK
+    if command == "check-archive":
+        found = archive.check_and_record(settings, dumps.Store(settings.backup_dir).state_path)
+        print(found or "WAL archiving works; no WAL is missing since the newest backup")
+        return Exit.UNHEALTHY if found else Exit.OK
     if command == "stanza-upgrade":
         pgbackrest.command(settings, "stanza-upgrade", label="stanza_upgrade")
         log.event("stanza_upgrade", status="ok", stanza=pgbackrest.STANZA)
+        archive.check_and_record(settings, dumps.Store(settings.backup_dir).state_path)
         return Exit.OK
     return _health(settings)
 

@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 from pgstack_backup import log, tools
@@ -38,6 +39,7 @@ class Backup:
     wal_start: str
     wal_stop: str
     db_id: int
+    repo: int  # 1 = the backups volume, 2 = off-site (BACKUP_REPO2)
     annotation: dict[str, str]
     error: bool
 
@@ -51,7 +53,8 @@ class Backup:
             size=int(item["info"]["size"]),
             repo_size=int(item["info"]["repository"].get("delta", 0)),
             wal_start=item["archive"]["start"], wal_stop=item["archive"]["stop"],
-            db_id=int(item["database"]["id"]), annotation=item.get("annotation") or {},
+            db_id=int(item["database"]["id"]), repo=int(item["database"].get("repo-key", 1)),
+            annotation=item.get("annotation") or {},
             error=bool(item.get("error")),
         )  # fmt: skip
 
@@ -61,7 +64,7 @@ def command(settings: Settings, *args: str, label: str = "", progress: bool = Fa
     argv = ["pgbackrest", f"--stanza={STANZA}", *args]
 
     def probe() -> dict[str, Any]:
-        held = (info(settings).get("status", {}).get("lock", {}).get("backup", {}))
+        held = info(settings).get("status", {}).get("lock", {}).get("backup", {})
         done, total = held.get("size-cplt"), held.get("size")
         return {"bytes_done": done, "bytes": total} if total else {}
 
@@ -116,6 +119,11 @@ def ensure_stanza(settings: Settings) -> None:
     command(settings, "stanza-create", label="stanza_create")
 
 
+def repos(stanza: dict[str, Any]) -> list[int]:
+    """The configured repositories (1, and 2 when BACKUP_REPO2 is set)."""
+    return sorted(int(r["key"]) for r in stanza.get("repo", [])) or [1]
+
+
 def choose_type(existing: Sequence[Backup], now: datetime, full_every: timedelta) -> str:
     """full when there is no full backup newer than `full_every`, else an incremental one."""
     fulls = [b for b in existing if b.type == "full" and not b.error]
@@ -124,19 +132,26 @@ def choose_type(existing: Sequence[Backup], now: datetime, full_every: timedelta
     return "incr"
 
 
-def archived_segments(settings: Settings, stanza: dict[str, Any]) -> dict[int, datetime]:
-    """Segment number -> time it reached repo1, for the current cluster's archive (any timeline)."""
+def archived_segments(settings: Settings, stanza: dict[str, Any], repo: int = 1
+                      ) -> dict[int, datetime]:  # fmt: skip
+    """Segment number -> time it reached `repo`, for the current cluster's archive (any
+    timeline)."""
     current = current_db_id(stanza)
     archive_id = next((a["id"] for a in stanza.get("archive", [])
                        if int(a["database"]["id"]) == current), None)  # fmt: skip
     if archive_id is None:
         return {}
     out = subprocess.run(
-        ["pgbackrest", f"--stanza={STANZA}", "--repo=1", "repo-ls", "--recurse", "--output=json",
-         f"archive/{STANZA}/{archive_id}"], capture_output=True, text=True, check=True,
+        ["pgbackrest", f"--stanza={STANZA}", f"--repo={repo}", "repo-ls", "--recurse",
+         "--output=json", f"archive/{STANZA}/{archive_id}"], capture_output=True, text=True,
+        check=False,
     ).stdout  # fmt: skip
     segments: dict[int, datetime] = {}
-    for path, entry in json.loads(out or "{}").items():
+    try:
+        listing = json.loads(out or "{}")
+    except ValueError:
+        return {}
+    for path, entry in listing.items():
         name = path.rsplit("/", 1)[-1]
         if entry.get("type") == "file" and len(name) > 24 and name[24] == "-":
             segno = segment_number(name[:24])
@@ -153,7 +168,7 @@ def segment_number(wal: str) -> int:
 def gaps(segments: dict[int, datetime], since: int) -> list[tuple[int, int]]:
     """Missing segment ranges (first, last) from `since` to the newest archived one."""
     present = sorted(s for s in segments if s >= since)
-    return [(a + 1, b - 1) for a, b in zip(present, present[1:], strict=False) if b - a > 1]
+    return [(a + 1, b - 1) for a, b in pairwise(present) if b - a > 1]
 
 
 def window(existing: Sequence[Backup], segments: dict[int, datetime], upper: datetime
@@ -179,6 +194,18 @@ def window(existing: Sequence[Backup], segments: dict[int, datetime], upper: dat
     return _union(spans)
 
 
+def recoverable(settings: Settings, stanza: dict[str, Any], upper: datetime
+                ) -> list[tuple[datetime, datetime]]:  # fmt: skip
+    """The window over every repository: a time any one of them can reach is recoverable
+    (pgBackRest's restore picks the repository that has what the target needs)."""
+    existing = backups(stanza)
+    spans: list[tuple[datetime, datetime]] = []
+    for repo in repos(stanza):
+        spans += window([b for b in existing if b.repo == repo],
+                        archived_segments(settings, stanza, repo), upper)  # fmt: skip
+    return _union(spans)
+
+
 def _union(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
     merged: list[tuple[datetime, datetime]] = []
     for start, end in sorted(spans):
@@ -191,6 +218,7 @@ def _union(spans: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datet
 
 def describe(spans: list[tuple[datetime, datetime]], tz: Any) -> str:
     """'between A and B' (or several such ranges), in the operator's time zone."""
+
     def fmt(moment: datetime) -> str:
         return moment.astimezone(tz).isoformat(sep=" ", timespec="seconds")
 
@@ -199,12 +227,14 @@ def describe(spans: list[tuple[datetime, datetime]], tz: Any) -> str:
     return " or ".join(f"between {fmt(a)} and {fmt(b)}" for a, b in spans)
 
 
-def run_backup(settings: Settings, kind: str, label: str) -> Backup:
-    """Take a backup of `kind` (full/diff/incr) annotated with pgstack's label; return it."""
+def run_backup(settings: Settings, repo: int, kind: str, label: str) -> Backup:
+    """Take a backup of `kind` (full/diff/incr) into `repo`, annotated with pgstack's label."""
     started = log.now()
-    command(settings, "backup", f"--type={kind}", f"--annotation=pgstack-label={label}",
-            label="pgbackrest_backup", progress=True)  # fmt: skip
-    taken = [b for b in backups(info(settings)) if b.started >= started - timedelta(seconds=2)]
+    command(settings, "backup", f"--repo={repo}", f"--type={kind}",
+            f"--annotation=pgstack-label={label}", label=f"pgbackrest_backup_repo{repo}",
+            progress=True)  # fmt: skip
+    taken = [b for b in backups(info(settings))
+             if b.repo == repo and b.started >= started - timedelta(seconds=2)]  # fmt: skip
     if not taken:
         raise RuntimeError("pgbackrest backup succeeded but info does not list the new backup")
     return taken[-1]

@@ -67,10 +67,14 @@ def check(settings: Settings, target: datetime) -> dict[str, Any]:
         archiving = f"failing ({exc})"
         upper = None
     stanza = pgbackrest.info(settings)
-    segments = pgbackrest.archived_segments(settings, stanza)
-    if upper is None:
-        upper = max(segments.values()) if segments else now
-    spans = pgbackrest.window(pgbackrest.backups(stanza), segments, upper)
+    if upper is None:  # the newest WAL any repository holds
+        times = [
+            moment
+            for repo in pgbackrest.repos(stanza)
+            for moment in pgbackrest.archived_segments(settings, stanza, repo).values()
+        ]
+        upper = max(times) if times else now
+    spans = pgbackrest.recoverable(settings, stanza, upper)
     described = pgbackrest.describe(spans, tz)
     if not any(start <= target <= end for start, end in spans):
         raise TargetRefused(
@@ -115,10 +119,11 @@ def restore(settings: Settings, target: datetime) -> dict[str, Any]:
             "`make restore-rollback` (put it back) or delete it"
         )
     stanza = pgbackrest.info(settings)
-    candidates = [b for b in pgbackrest.backups(stanza) if not b.error and b.stopped <= target]
-    if not candidates:
+    usable = [b for b in pgbackrest.backups(stanza) if not b.error and b.stopped <= target]
+    if not usable:
         raise TargetRefused(f"no backup finished before {target.isoformat(sep=' ')}")
-    chosen = candidates[-1]
+    # The local repository when it has one (fast), else the off-site one (a new machine).
+    chosen = [b for b in usable if b.repo == min(b.repo for b in usable)][-1]
     _require_space(layout.root, chosen.size)
     started = log.now()
     layout.mark("restoring")
@@ -127,7 +132,7 @@ def restore(settings: Settings, target: datetime) -> dict[str, Any]:
     try:
         layout.pgdata.mkdir(mode=0o700)
         pgbackrest.command(
-            settings, "restore", f"--set={chosen.label}", "--type=time",
+            settings, "restore", f"--repo={chosen.repo}", f"--set={chosen.label}", "--type=time",
             f"--target={target.isoformat(sep=' ')}", "--target-action=promote",
             # No reads from a half-replayed database (pitr-restore.sh resets it after promotion).
             "--recovery-option=hot_standby=off", label="pgbackrest_restore",
@@ -137,7 +142,7 @@ def restore(settings: Settings, target: datetime) -> dict[str, Any]:
         rollback(settings)
         raise
     layout.mark("replaying")
-    summary = {"event": "pitr", "step": "restored", "backup": chosen.label,
+    summary = {"event": "pitr", "step": "restored", "backup": chosen.label, "repo": chosen.repo,
                "backup_finished_at": log.iso(chosen.stopped), "target": target.isoformat(),
                "bytes": tools.directory_bytes(layout.pgdata),
                "duration_s": round((log.now() - started).total_seconds(), 1)}  # fmt: skip
@@ -185,4 +190,3 @@ def finish(settings: Settings) -> dict[str, Any]:
     summary = {"event": "pitr", "step": "finished", "removed": str(layout.previous)}
     log.event(**summary)
     return summary
-

@@ -194,5 +194,5 @@ def restore_live(settings: Settings, name: str) -> dict[str, Any]:
         "duration_s": round(time.monotonic() - started, 3),
         "next": "migrations to head, db-init, then `pgstack-backup reopen` lets the API in",
     }  # fmt: skip
-    log.event(**summary)  # type: ignore[arg-type]
+    log.event(**summary)
     return summary

@@ -28,8 +28,9 @@ class RunFailed(RuntimeError):
 
 def apply_retention(settings: Settings, store: dumps.Store) -> list[str]:
     existing = store.all()
-    candidates = [Candidate(d.name, d.taken_at, d.restorable(),
-                            d.protected_until(settings.safety_keep_days)) for d in existing]  # fmt: skip
+    keep_days = settings.safety_keep_days
+    candidates = [Candidate(d.name, d.taken_at, d.restorable(), d.protected_until(keep_days))
+                  for d in existing]  # fmt: skip
     policy = Policy(settings.keep_daily, settings.keep_weekly, settings.keep_monthly)
     doomed = to_delete(candidates, policy, settings.tz, now=log.now())
     for dump in existing:
@@ -43,12 +44,18 @@ def apply_retention(settings: Settings, store: dumps.Store) -> list[str]:
 def physical(settings: Settings, label: str, *, retention: bool) -> dict[str, Any]:
     """pgBackRest backup (+ expire and, when due, verify, unless `retention` is off)."""
     pgbackrest.ensure_stanza(settings)
-    existing = pgbackrest.backups(pgbackrest.info(settings))
-    kind = pgbackrest.choose_type(existing, log.now(), timedelta(days=settings.full_every_days))
-    taken = pgbackrest.run_backup(settings, kind, label or "scheduled")
-    result: dict[str, Any] = {"label": taken.label, "type": taken.type, "size": taken.size,
-                              "repo_size": taken.repo_size,
-                              "duration_s": (taken.stopped - taken.started).total_seconds()}  # fmt: skip
+    stanza = pgbackrest.info(settings)
+    result: dict[str, Any] = {}
+    for repo in pgbackrest.repos(stanza):
+        existing = [b for b in pgbackrest.backups(stanza) if b.repo == repo]
+        kind = pgbackrest.choose_type(existing, log.now(),
+                                      timedelta(days=settings.full_every_days))  # fmt: skip
+        taken = pgbackrest.run_backup(settings, repo, kind, label or "scheduled")
+        result[f"repo{repo}"] = {
+            "label": taken.label, "type": taken.type, "size": taken.size,
+            "repo_size": taken.repo_size,
+            "duration_s": (taken.stopped - taken.started).total_seconds(),
+        }  # fmt: skip
     if retention:
         pgbackrest.command(settings, "expire", label="pgbackrest_expire")
         result["verify"] = _verify_repo_when_due(settings)
@@ -113,7 +120,10 @@ def run(settings: Settings, label: str = "", *, retention: bool = True) -> dict[
     summary["duration_s"] = round(time.monotonic() - started, 3)
     current = state.load(store.state_path)
     if errors:
-        failure = {"at": log.iso(log.now()), "error": "; ".join(f"{k}: {v}" for k, v in errors.items())}
+        failure = {
+            "at": log.iso(log.now()),
+            "error": "; ".join(f"{k}: {v}" for k, v in errors.items()),
+        }
         state.save({**current, "last_failure": failure}, store.state_path)
         summary.update(status="failed", **failure)
         log.event(**summary)

@@ -14,8 +14,8 @@ from types import FrameType
 from croniter import croniter
 
 from pgstack_backup import archive, db, lock, log, pgbackrest, runner, state
-from pgstack_backup.settings import Settings
 from pgstack_backup.dumps import Store
+from pgstack_backup.settings import Settings
 
 _stop = threading.Event()
 ARCHIVE_CHECK_S = 300
@@ -53,7 +53,7 @@ def serve(settings: Settings) -> int:
             if _stop.wait(min(remaining, ARCHIVE_CHECK_S)):
                 return 0
             if settings.pitr and (due - log.now()).total_seconds() > 0:
-                _check_archive(settings, store)
+                archive.check_and_record(settings, store.state_path)
         _run_guarded(settings)
         # A run longer than the interval: skip the times already past rather than run late twice.
         times = croniter(settings.schedule, log.now().astimezone(settings.tz))
@@ -79,23 +79,3 @@ def _run_guarded(settings: Settings) -> None:
         return  # logged by runner.run; the running one covers this time
     except Exception:  # recorded by runner.run (health, log, webhook); keep serving
         return
-
-
-def _check_archive(settings: Settings, store: Store) -> None:
-    """Record (and announce once) a WAL archiving problem in the health state; clear it after."""
-    try:
-        problem = archive.problem(settings)
-    except Exception as exc:  # postgres down: its own health check says so, not ours
-        log.event("archive_check_skipped", error=str(exc))
-        return
-    current = state.load(store.state_path)
-    if problem and not current.get("archive_problem"):
-        alert = {"event": "archive_alert", "status": "failed", "error": problem}
-        log.event(**alert)
-        log.notify(settings.webhook_url, alert)
-    if problem:
-        state.save({**current, "archive_problem": {"at": log.iso(log.now()), "error": problem}},
-                   store.state_path)  # fmt: skip
-    elif current.pop("archive_problem", None):
-        log.event("archive_alert", status="ok")
-        state.save(current, store.state_path)
