@@ -96,8 +96,10 @@ def backup_stack_factory(
 
     def make(name: str, env: dict[str, str] | None = None, override: str = "",
              extra_files: tuple[str, ...] = ()) -> BackupStack:  # fmt: skip
-        stack = BackupStack(project=f"pgstack-bk-{os.getpid()}-{name}", secrets_dir=secrets_dir,
-                            extra_env=env or {}, override=override, extra_files=extra_files)  # fmt: skip
+        stack = BackupStack(
+            project=f"pgstack-bk-{os.getpid()}-{name}", secrets_dir=secrets_dir,
+            extra_env=env or {}, override=override, extra_files=extra_files,
+        )  # fmt: skip
         started.append(stack)
         return stack
 

@@ -84,7 +84,11 @@ def test_a_reinitialised_cluster_never_mixes_with_the_old_archive(astack: Backup
     # The database volume is lost and the stack starts over on an empty one (initdb).
     astack.compose("rm", "--stop", "--force", "postgres", "backup")
     astack.client.volumes.get(f"{astack.project}_pgdata").remove(force=True)
-    astack.up()
+    astack.up("api")
+    astack.compose("up", "--detach", "backup")  # it comes up unhealthy, and says why:
+    astack.wait_healthy("postgres")
+    _wait(lambda: "belongs to another database cluster" in astack.backup_cli("health").stdout,
+          60, "health to name the mismatch")  # fmt: skip
     _switch_wal(astack, 2)
 
     def mismatch_reported() -> bool:

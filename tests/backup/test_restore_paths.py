@@ -62,7 +62,9 @@ def test_a_dump_that_make_restore_cannot_restore_never_counts_as_verified(
         with bstack.http() as http:
             assert http.get("/readyz").status_code == 200
     finally:
-        bstack.psql("DROP EVENT TRIGGER IF EXISTS noop; DROP FUNCTION IF EXISTS public.noop_trigger()")
+        bstack.psql(
+            "DROP EVENT TRIGGER IF EXISTS noop; DROP FUNCTION IF EXISTS public.noop_trigger()"
+        )
     assert bstack.backup()["status"] == "ok"
 
 
@@ -138,7 +140,9 @@ def test_passwords_never_reach_statistics_logs_or_the_data_files(bstack: BackupS
         # Every file of the cluster -- what a physical backup copies -- statistics included.
         code, out = bstack.exec("postgres", "grep", "-rlF", secret, "/var/lib/postgresql/data")
         assert code == 1 and not out.strip(), f"{name} in {out}"
-    assert "SCRAM-SHA-256$" in bstack.psql("SELECT rolpassword FROM pg_authid WHERE rolname = 'app'")
+    assert "SCRAM-SHA-256$" in bstack.psql(
+        "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'"
+    )
 
 
 def test_the_backup_service_runs_as_the_clusters_owner_never_root(bstack: BackupStack) -> None:

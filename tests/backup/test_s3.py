@@ -86,8 +86,8 @@ def test_with_the_local_repository_lost_a_recovery_comes_from_the_bucket(
     code, out = s3stack.exec("backup", "pgbackrest", "--stanza=pgstack", "check", user="postgres")
     assert code == 0, out
     # The backups volume's repository is gone (a dead disk); the bucket is all there is.
-    code, out = s3stack.exec("backup", "sh", "-c",
-                             "rm -rf /var/lib/pgstack-backup/pgbackrest/*", user="postgres")  # fmt: skip
+    wipe = "rm -rf /var/lib/pgstack-backup/pgbackrest/*"
+    code, out = s3stack.exec("backup", "sh", "-c", wipe, user="postgres")
     assert code == 0, out
     restored = s3stack.make("restore", f"TARGET_TIME={target}", "CONFIRM=1", timeout=600)
     assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-3000:]

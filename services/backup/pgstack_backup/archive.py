@@ -23,7 +23,7 @@ def _failure_reason(spool: Path = SPOOL) -> str:
         return ""
     text = errors[-1].read_text(errors="replace").strip()
     code, _, message = text.partition("\n")
-    if code.strip().isdigit() and int(code) in {28, 44, 51}:
+    if "MismatchError" in text or (code.strip().isdigit() and int(code) in {28, 44, 51}):
         return pgbackrest.mismatch_help(message)
     return re.sub(r"\s+", " ", message or text)[:500]
 
@@ -33,16 +33,22 @@ def problem(settings: Settings) -> str | None:
     with db.connect(settings, "postgres") as conn:
         row = conn.execute(
             "SELECT current_setting('archive_mode'), last_archived_time, last_failed_time, "
-            "last_failed_wal FROM pg_stat_archiver"
+            "last_failed_wal, (SELECT system_identifier FROM pg_control_system()) "
+            "FROM pg_stat_archiver"
         ).fetchone()
-    mode, archived, failed, failed_wal = row  # type: ignore[misc]
+    mode, archived, failed, failed_wal, system_id = row  # type: ignore[misc]
     if mode == "off":
         return "archive_mode is off in postgresql.conf"
+    stanza = pgbackrest.info(settings)
+    expected = pgbackrest.system_id(stanza)
+    if expected is not None and expected != int(system_id):
+        return pgbackrest.mismatch_help(
+            f"this cluster's system identifier is {system_id}, the repository's {expected}"
+        )
     if failed is not None and (archived is None or failed > archived):
         reason = _failure_reason()
         why = f": {reason}" if reason else ""
         return f"WAL archiving is failing since {failed} (file {failed_wal}){why}"
-    stanza = pgbackrest.info(settings)
     existing = [b for b in pgbackrest.backups(stanza) if not b.error]
     if not existing:
         return None  # nothing to recover from yet; the first run's backup will tell

@@ -78,10 +78,10 @@ def command(settings: Settings, *args: str, label: str = "", progress: bool = Fa
         raise
 
 
-def mismatch_help(stderr: str) -> str:
+def mismatch_help(detail: str) -> str:
+    first = detail.strip().splitlines()[0] if detail.strip() else "mismatch"
     return (
-        "the backup repository belongs to another database cluster (pgBackRest: "
-        f"{stderr.strip().splitlines()[0] if stderr.strip() else 'mismatch'}). The database was "
+        f"the backup repository belongs to another database cluster ({first}). The database was "
         "re-initialised, or the repository is not this stack's. Its WAL is not archived and no "
         "backup can be taken until this is settled: if the new cluster is meant, `make "
         "backup-stanza-upgrade` starts its own history in the same repository (the old cluster's "
@@ -104,6 +104,13 @@ def current_db_id(stanza: dict[str, Any]) -> int | None:
     """The cluster the stanza archives now (stanza-upgrade appends a new one)."""
     ids = [int(d["id"]) for d in stanza.get("db", [])]
     return max(ids) if ids else None
+
+
+def system_id(stanza: dict[str, Any]) -> int | None:
+    """The system identifier of the cluster the stanza archives now."""
+    current = current_db_id(stanza)
+    found = [int(d["system-id"]) for d in stanza.get("db", []) if int(d["id"]) == current]
+    return found[0] if found else None
 
 
 def backups(stanza: dict[str, Any], *, current_only: bool = True) -> list[Backup]:
