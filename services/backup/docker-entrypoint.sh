@@ -38,7 +38,7 @@ _main() {
 	if [[ ${1:-} == pgstack-backup ]]; then
 		if [[ $(id -u) == 0 ]]; then
 			backup_setup
-			pgstack_drop_privileges postgres "$@"
+			pgstack_drop_privileges postgres tini -- "$@"
 		fi
 		[[ -r ${PGBACKREST_CONFIG:?} ]] || pgstack_error "start this container as root; it drops to postgres itself"
 	fi

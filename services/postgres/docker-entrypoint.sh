@@ -100,7 +100,8 @@ _main() {
 			postgres_initdb
 			postgres_init_roles
 		fi
-		pgstack_drop_privileges postgres "$@"
+		# tini: see the Dockerfile (orphaned pgBackRest processes must not reach the postmaster).
+		pgstack_drop_privileges postgres tini -- "$@"
 	fi
 	exec "$@"
 }

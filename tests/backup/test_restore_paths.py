@@ -72,7 +72,8 @@ def test_a_dump_that_make_restore_cannot_restore_never_counts_as_verified(
 def _busy_database(stack: BackupStack) -> Iterator[None]:
     """A superuser psql session idle in a transaction on the database, and an autovacuum worker
     slowly vacuuming a table there."""
-    stack.psql("ALTER SYSTEM SET autovacuum_naptime = '1s'; SELECT pg_reload_conf()")
+    stack.psql("ALTER SYSTEM SET autovacuum_naptime = '1s'")
+    stack.psql("SELECT pg_reload_conf()")
     stack.psql("CREATE TABLE public.dusty AS SELECT g AS id FROM generate_series(1, 300000) g; "
                "ALTER TABLE public.dusty SET (autovacuum_vacuum_cost_delay = 100, "
                "autovacuum_vacuum_cost_limit = 1, autovacuum_vacuum_threshold = 0); "
@@ -95,7 +96,8 @@ def _busy_database(stack: BackupStack) -> Iterator[None]:
             time.sleep(0.5)
         yield
     finally:
-        stack.psql("ALTER SYSTEM RESET autovacuum_naptime; SELECT pg_reload_conf()")
+        stack.psql("ALTER SYSTEM RESET autovacuum_naptime")
+        stack.psql("SELECT pg_reload_conf()")
 
 
 def test_a_restore_ends_superuser_sessions_and_autovacuum_on_the_database(
@@ -146,8 +148,8 @@ def test_passwords_never_reach_statistics_logs_or_the_data_files(bstack: BackupS
 
 
 def test_the_backup_service_runs_as_the_clusters_owner_never_root(bstack: BackupStack) -> None:
-    top = bstack.container("backup").top(ps_args="-o user,pid,comm")
-    assert {row[0] for row in top["Processes"]} == {"postgres"}, top["Processes"]
+    top = bstack.container("backup").top(ps_args="-o uid,pid,comm")
+    assert {row[0] for row in top["Processes"]} == {"999"}, top["Processes"]  # postgres
     code, out = bstack.exec("backup", "touch", "/var/lib/postgresql/data/pgdata/probe",
                             user="postgres")  # fmt: skip
     assert code != 0 and "Read-only file system" in out  # the scheduler cannot write the cluster
