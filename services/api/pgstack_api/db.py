@@ -238,7 +238,7 @@ class Database:
         return (time.perf_counter() - started) * 1000
 
 
-_PING = Query(sa.select(sa.literal(1).label("one")))
+_PING = Query(sa.select(sa.literal_column("1").label("one")))
 
 
 async def with_admin(settings: Settings, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
