@@ -95,7 +95,9 @@ def main() -> int:
         buildargs={"BASE_IMAGE": os.environ.get("BASE_IMAGE", "debian:trixie-slim")},
         rm=True,
     )
-    stack = Stack(project="pgstack-bench", secrets_dir=secrets_dir)
+    # Named after the caller's project, so that benches of two checkouts never share a stack.
+    project = f"{os.environ.get('COMPOSE_PROJECT_NAME', 'pgstack')}-bench"
+    stack = Stack(project=project, secrets_dir=secrets_dir)
     stack.down()
     _log("starting the stack")
     stack.up()
