@@ -4,6 +4,7 @@ the same server settings. Both join the stack's networks like its own api contai
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tarfile
@@ -41,15 +42,22 @@ def build_old_api() -> None:
         )  # fmt: skip
         with tarfile.open(archive) as tar:
             tar.extractall(tmp, filter="data")
-        base = os.environ.get("BASE_IMAGE", "debian:trixie-slim")
-        command = ["docker", "build", "--quiet", "--tag", OLD_IMAGE,
-                   "--build-arg", f"BASE_IMAGE={base}"]  # fmt: skip
-        ca = os.environ.get("PGSTACK_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
-        if Path(ca).is_file():
-            command += ["--secret", f"id=ca_bundle,src={ca}"]
+        # Compose's BuildKit client takes the CA bundle as a build secret (as the stack's
+        # own build does); the docker CLI here has no buildx for that.
+        ca = os.environ.get("PGSTACK_CA_BUNDLE") or "/dev/null"
+        spec = {
+            "services": {"old-api": {
+                "build": {"context": "services/api", "secrets": ["ca_bundle"],
+                          "args": {"BASE_IMAGE": os.environ.get("BASE_IMAGE",
+                                                                "debian:trixie-slim")}},
+                "image": OLD_IMAGE,
+            }},
+            "secrets": {"ca_bundle": {"file": ca}},
+        }  # fmt: skip
+        (Path(tmp) / "compose.yml").write_text(json.dumps(spec))
         subprocess.run(
-            [*command, str(Path(tmp) / "services/api")],
-            check=True, env={**os.environ, "DOCKER_BUILDKIT": "1"}, capture_output=True,
+            ["docker", "compose", "--project-name", "pgstack-old-api-build", "build", "--quiet"],
+            cwd=tmp, check=True, capture_output=True,
         )  # fmt: skip
 
 
