@@ -41,6 +41,19 @@ api_copy_secrets() {
 	done < <(compgen -e | grep -E '^PGSTACK_[A-Z0-9_]+_FILE$' || true)
 }
 
+# usage: api_prepare_metrics_dir
+# An empty directory for the workers' Prometheus files (PROMETHEUS_MULTIPROC_DIR), owned by app:
+# files of a previous run would be summed into this one's counters.
+api_prepare_metrics_dir() {
+	local dir=${PROMETHEUS_MULTIPROC_DIR:-}
+	[ -n "$dir" ] || return 0
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	if [ "$(id -u)" = 0 ]; then
+		chown "$APP_USER:$APP_USER" "$dir"
+	fi
+}
+
 # usage: api_drop_privileges COMMAND [ARG]...
 # Replace this shell with COMMAND as app, with no capabilities left to inherit.
 api_drop_privileges() {
@@ -51,6 +64,7 @@ main() {
 	if [ "$#" -eq 0 ]; then
 		api_error "no command given; the image's CMD runs uvicorn"
 	fi
+	api_prepare_metrics_dir
 	if [ "$(id -u)" = 0 ]; then
 		api_copy_secrets
 		api_drop_privileges "$@"
