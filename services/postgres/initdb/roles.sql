@@ -8,7 +8,7 @@
 -- Not even the verifiers go into pg_stat_statements' query texts (which base backups copy).
 SET pg_stat_statements.track_utility = off;
 
--- Roles. Least privilege (DESIGN decision 5):
+-- Roles. Least privilege (docs/architecture.md, "Roles"):
 --   app_owner  owns the schema and runs migrations (direct connection, never through PgBouncer);
 --   app        the API: DML only, through PgBouncer;
 --   app_backup reads everything (pg_read_all_data), for pg_dump.
