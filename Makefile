@@ -25,6 +25,8 @@ PYTHON ?= python3
 TEST_VENV ?= $(CURDIR)/.venv-test
 PYTEST_ARGS ?=
 CONFIRM ?=
+# make db-check JSON=1: the report as one JSON line instead of a table.
+JSON ?=
 
 # pgBackRest's off-site repository on S3 needs PostgreSQL to reach it (services/backup/compose.s3.yml).
 BACKUP_REPO2 ?=
@@ -37,10 +39,12 @@ DB_CLI := $(COMPOSE) run --rm --no-TTY migrate pgstack-db
 
 ##@ Help
 .PHONY: help
+# Colour codes only on a terminal: `make help > file` or a pipe gets plain text.
 help: ## Show this help.
-	@awk 'BEGIN {FS = ":.*## "; printf "Usage: make <target> [KNOB=value]\n"} \
-		/^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} \
-		/^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@if [[ -t 1 ]]; then bold=$$'\033[1m'; cyan=$$'\033[36m'; off=$$'\033[0m'; else bold=; cyan=; off=; fi; \
+	awk -v bold="$$bold" -v cyan="$$cyan" -v off="$$off" 'BEGIN {FS = ":.*## "; printf "Usage: make <target> [KNOB=value]\n"} \
+		/^##@/ {printf "\n%s%s%s\n", bold, substr($$0, 5), off} \
+		/^[a-zA-Z0-9_-]+:.*## / {printf "  %s%-16s%s %s\n", cyan, $$1, off, $$2}' $(MAKEFILE_LIST)
 
 ##@ Stack
 .PHONY: up down ps logs build base-image secrets preflight
@@ -75,8 +79,8 @@ preflight:
 
 ##@ Database (the original guide's db:* scripts)
 .PHONY: db-check db-init db-status db-deploy db-seed db-reset
-db-check: preflight ## Connectivity (through PgBouncer and direct), versions, pools, table sizes.
-	@$(DB_CLI) check
+db-check: preflight ## Connectivity (PgBouncer and direct), versions, pools, table sizes: a table (JSON=1: JSON).
+	@$(DB_CLI) check $(if $(JSON),--json)
 
 db-init: preflight ## Create or update roles, grants, extensions and passwords (idempotent).
 	@$(COMPOSE) exec --no-TTY postgres pgstack-db-init
@@ -205,11 +209,17 @@ test: preflight base-image $(TEST_VENV)/.installed ## The whole suite: unit test
 test-unit: $(TEST_VENV)/.installed ## Unit tests only (no Docker).
 	@"$(TEST_VENV)/bin/pytest" tests/unit tests/dev $(PYTEST_ARGS)
 
-lint: $(TEST_VENV)/.installed ## ruff, mypy, hadolint and shellcheck.
+# Every Python package: each service's with its own pyproject (ruff and mypy config), then the
+# repository's tests and benchmarks with the root one.
+PYTHON_PACKAGES := services/api services/backup
+lint: $(TEST_VENV)/.installed ## ruff, mypy (strict), hadolint and shellcheck on every package and script.
 	@"$(TEST_VENV)/bin/pytest" -q tests/unit/test_static.py
-	@"$(TEST_VENV)/bin/ruff" check services/api tests bench
-	@"$(TEST_VENV)/bin/ruff" format --check services/api tests bench
-	@cd services/api && "$(TEST_VENV)/bin/mypy"
+	@for pkg in $(PYTHON_PACKAGES); do \
+		(cd "$$pkg" && "$(TEST_VENV)/bin/ruff" check . && "$(TEST_VENV)/bin/ruff" format --check . \
+			&& "$(TEST_VENV)/bin/mypy") || exit 1; \
+	done
+	@"$(TEST_VENV)/bin/ruff" check tests bench
+	@"$(TEST_VENV)/bin/ruff" format --check tests bench
 
 bench: preflight base-image secrets $(TEST_VENV)/.installed ## Benchmarks: docs/benchmarks.json, .png and the figures in docs/benchmarks.md.
 	@"$(TEST_VENV)/bin/python" -m bench

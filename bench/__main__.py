@@ -21,7 +21,7 @@ from typing import Any
 import docker
 import httpx
 
-from bench import connect_path, http_load, report
+from bench import comparisons, connect_path, http_load, report
 from bench.baseline_api import pooled_direct_api
 from tests.stack.compose import IMAGE_TAG, REPO, Stack, build_images
 
@@ -51,6 +51,19 @@ def _seed_product(base_url: str) -> int:
         return int(response.json()["id"])
 
 
+def _seed_buyer(base_url: str) -> tuple[int, int]:
+    """A user and a product with stock for the whole POST run."""
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        user = http.post("/api/users", json={"email": f"{uuid.uuid4().hex}@bench.test",
+                                             "name": "Bench"})  # fmt: skip
+        user.raise_for_status()
+        product = http.post("/api/products", json={"sku": f"BENCH-{uuid.uuid4().hex[:8]}",
+                                                   "name": "Bench", "price_cents": 1,
+                                                   "stock": 2_000_000_000})  # fmt: skip
+        product.raise_for_status()
+        return int(user.json()["id"]), int(product.json()["id"])
+
+
 def _server_connections_while(stack: Stack, work: threading.Thread) -> int:
     """Sample PostgreSQL's client backends of the app role while `work` runs; return the maximum."""
     peak = 0
@@ -74,13 +87,17 @@ def main() -> int:
     )
     _log("building images")
     build_images(secrets_dir)
+    _log(f"building the API as of {comparisons.OLD_COMMIT} ({comparisons.OLD_IMAGE})")
+    comparisons.build_old_api()
     client.images.build(
         path=str(REPO / "bench/loadgen"),
         tag=f"pgstack-loadgen:{IMAGE_TAG}",
         buildargs={"BASE_IMAGE": os.environ.get("BASE_IMAGE", "debian:trixie-slim")},
         rm=True,
     )
-    stack = Stack(project="pgstack-bench", secrets_dir=secrets_dir)
+    # Named after the caller's project, so that benches of two checkouts never share a stack.
+    project = f"{os.environ.get('COMPOSE_PROJECT_NAME', 'pgstack')}-bench"
+    stack = Stack(project=project, secrets_dir=secrets_dir)
     stack.down()
     _log("starting the stack")
     stack.up()
@@ -102,19 +119,36 @@ def main() -> int:
             _log(f"  {r.name}: {r.tps:,.0f} tps ({r.failed} failed)")
 
         product = _seed_product(stack.base_url)
-        with pooled_direct_api(stack) as baseline_url:
-            targets = {
-                "nullpool_pgbouncer/livez": f"{stack.base_url}/livez",
-                "nullpool_pgbouncer/readyz": f"{stack.base_url}/readyz",
-                "nullpool_pgbouncer/product": f"{stack.base_url}/api/products/{product}",
-                "pooled_direct/product": f"{baseline_url}/api/products/{product}",
-            }
+        buyer, stocked = _seed_buyer(stack.base_url)
+        order = http_load.post_script(
+            "/api/orders",
+            f'{{"user_id": {buyer}, "items": [{{"product_id": {stocked}, "quantity": 1}}]}}',
+        )
+        workers = int(os.environ.get("PGSTACK_API_WORKERS", "3"))
+        with (
+            pooled_direct_api(stack) as baseline_url,
+            comparisons.old_api(stack) as old_url,
+            comparisons.bare_starlette(stack, workers) as bare_url,
+        ):
+            targets: dict[str, tuple[str, str | None]] = {
+                "nullpool_pgbouncer/livez": (f"{stack.base_url}/livez", None),
+                "bare_starlette/livez": (f"{bare_url}/livez", None),
+                "nullpool_pgbouncer/readyz": (f"{stack.base_url}/readyz", None),
+                "nullpool_pgbouncer/product": (f"{stack.base_url}/api/products/{product}", None),
+                f"api_{comparisons.OLD_COMMIT}/product": (
+                    f"{old_url}/api/products/{product}", None,
+                ),
+                "pooled_direct/product": (f"{baseline_url}/api/products/{product}", None),
+                "nullpool_pgbouncer/order_post": (stack.base_url, order),
+            }  # fmt: skip
             rounds: dict[str, list[http_load.LoadResult]] = {name: [] for name in targets}
             # Interleaved rounds, as for the connect path: compared figures share the drift.
             for round_no in range(HTTP_ROUNDS):
-                for name, url in targets.items():
+                for name, (url, script) in targets.items():
                     _log(f"HTTP {name}: 64 connections, {HTTP_SECONDS} s (round {round_no + 1})")
-                    rounds[name].append(http_load.wrk(name, url, seconds=HTTP_SECONDS))
+                    rounds[name].append(
+                        http_load.wrk(name, url, seconds=HTTP_SECONDS, script=script)
+                    )
         http_results = [http_load.median(samples) for samples in rounds.values()]
         results["http"] = [r.as_dict() for r in http_results]
         for r in http_results:

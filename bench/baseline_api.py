@@ -15,7 +15,8 @@ import httpx
 
 from tests.stack.compose import IMAGE_TAG, Stack, free_port
 
-POOL_SIZE = 20
+# Per worker (3): 30 server connections, as many as PgBouncer may open.
+POOL_SIZE = 10
 
 
 @contextmanager
@@ -37,6 +38,7 @@ def pooled_direct_api(stack: Stack) -> Iterator[str]:
         tmpfs={"/run/pgstack-secrets": "", "/tmp": ""},  # noqa: S108 -- the container's own tmpfs
         ports={"8000/tcp": ("127.0.0.1", port)},
         network=f"{stack.project}_frontend",
+        mem_limit="512m",
     )
     try:
         client.networks.get(f"{stack.project}_backend").connect(container)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import tempfile
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import docker
 
@@ -63,18 +67,43 @@ def parse_wrk(name: str, connections: int, seconds: int, output: str) -> LoadRes
     )
 
 
+def post_script(path: str, body: str) -> str:
+    """A wrk Lua script that POSTs `body` as JSON to `path`."""
+    return (
+        'wrk.method = "POST"\n'
+        f"wrk.path = {json.dumps(path)}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(body)}\n"
+    )
+
+
 def wrk(
-    name: str, url: str, *, connections: int = 64, seconds: int = 15, threads: int = 2
+    name: str,
+    url: str,
+    *,
+    connections: int = 64,
+    seconds: int = 15,
+    threads: int = 2,
+    script: str | None = None,
 ) -> LoadResult:
     """Run wrk from the loadgen image against a URL on 127.0.0.1 (host network)."""
     client = docker.from_env()
-    output = client.containers.run(
-        f"pgstack-loadgen:{IMAGE_TAG}",
-        ["--latency", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", url],
-        network_mode="host",
-        remove=True,
-        stderr=True,
-    ).decode()
+    args = ["--latency", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s"]
+    with tempfile.TemporaryDirectory(prefix="pgstack-wrk-") as scripts:
+        volumes = {}
+        if script is not None:
+            Path(scripts, "request.lua").write_text(script)
+            os.chmod(scripts, 0o755)  # noqa: S103 -- read by the loadgen's non-root user
+            volumes = {scripts: {"bind": "/scripts", "mode": "ro"}}
+            args += ["-s", "/scripts/request.lua"]
+        output = client.containers.run(
+            f"pgstack-loadgen:{IMAGE_TAG}",
+            [*args, url],
+            network_mode="host",
+            volumes=volumes,
+            remove=True,
+            stderr=True,
+        ).decode()
     return parse_wrk(name, connections, seconds, output)
 
 

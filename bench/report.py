@@ -23,15 +23,24 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     scram = _by_name(cp, "scram_tcp")["tps"]
     nullpool = _by_name(http, "nullpool_pgbouncer/product")["requests_per_s"]
     pooled = _by_name(http, "pooled_direct/product")["requests_per_s"]
+    old = _by_name(http, "api_994e2cf/product")["requests_per_s"]
     livez = _by_name(http, "nullpool_pgbouncer/livez")["requests_per_s"]
+    bare = _by_name(http, "bare_starlette/livez")["requests_per_s"]
     readyz = _by_name(http, "nullpool_pgbouncer/readyz")["requests_per_s"]
+    worst = max(http, key=lambda r: r["p99_ms"] / r["p50_ms"])
     crowd, soak = results["crowd"], results["soak"]
     rows = [
         ("connect path vs no-auth ceiling (pgbench -C)", api_path / ceiling, ">= 0.9",
          api_path / ceiling >= 0.9),
         ("connect path vs SCRAM-4096 over TCP", api_path / scram, ">= 10", api_path / scram >= 10),
-        ("API NullPool->PgBouncer vs in-process pool direct", nullpool / pooled, ">= 0.7",
-         nullpool / pooled >= 0.7),
+        ("GET /api/products/{id} vs the API at 994e2cf", nullpool / old, ">= 3",
+         nullpool / old >= 3),
+        ("/livez vs a bare Starlette app, same server", livez / bare, ">= 0.8",
+         livez / bare >= 0.8),
+        ("API NullPool->PgBouncer vs in-process pool direct", nullpool / pooled, ">= 0.9",
+         nullpool / pooled >= 0.9),
+        (f"worst p99/p50 at 64 connections ({worst['name']})", worst["p99_ms"] / worst["p50_ms"],
+         "<= 5", worst["p99_ms"] / worst["p50_ms"] <= 5),
         ("/readyz vs /livez (readiness cache)", readyz / livez, ">= 0.9", readyz / livez >= 0.9),
         (f"PostgreSQL backends at {crowd['connections']} clients", crowd["peak_server_connections"],
          f"<= {crowd['pool_limit']}", crowd["peak_server_connections"] <= crowd["pool_limit"]),

@@ -8,7 +8,7 @@ set -Eeuo pipefail
 
 BASE_IMAGE=${1:-${BASE_IMAGE:-debian:trixie-slim}}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-# Security updates arrive through apt like every other package (DESIGN decision 1).
+# Security updates arrive through apt like every other package (docs/architecture.md).
 DEBIAN_SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 
 base_image_present() { docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; }

@@ -163,7 +163,7 @@ class Target:
             # A new host key per run, on a loopback port: nothing to verify it against.
             "ansible_ssh_common_args": "-o StrictHostKeyChecking=no "
             "-o UserKnownHostsFile=/dev/null",
-            # DESIGN.md: the inner dockerd needs this to start containers on the CI machine.
+            # Measured on the CI machines: the inner dockerd needs this to start containers.
             "docker_service_environment": {"DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE": "1"},
             # The control node reaches the target's published API port through the outer engine.
             "pgstack_check_url": self.base_url,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pgstack_api import management
+from pgstack_api import migrations
 from pgstack_api.app import create_app
 from pgstack_api.settings import load_settings
 from starlette.testclient import TestClient
@@ -30,7 +30,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
             max_body_bytes=LIMIT,
             log_format="json",
         )
-        asyncio.run(management.deploy(settings, lock_timeout=10))
+        asyncio.run(migrations.deploy(settings, lock_timeout=10))
         with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
             yield test_client
 

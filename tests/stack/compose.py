@@ -54,10 +54,12 @@ class Stack:
     secrets_dir: Path
     http_port: int = field(default_factory=free_port)
     client: docker.DockerClient = field(default_factory=docker.from_env)
+    # Knobs for this project only (e.g. a smaller memory limit), over the environment's.
+    overrides: dict[str, str] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
-        return compose_env(self.project, self.secrets_dir, self.http_port)
+        return {**compose_env(self.project, self.secrets_dir, self.http_port), **self.overrides}
 
     @property
     def base_url(self) -> str:

@@ -60,6 +60,28 @@ def test_metrics_count_requests_by_route_and_status(stack: Stack) -> None:
     assert 'status="200"' in text
 
 
+# Methods the HTTP parser accepts (it refuses unknown tokens with 400 itself) beyond ours.
+_OTHER_METHODS = ("PROPFIND", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "PURGE",
+                  "REPORT", "MERGE", "NOTIFY", "SUBSCRIBE", "LINK", "UNLINK")  # fmt: skip
+
+
+def test_made_up_methods_and_paths_add_no_metric_series(stack: Stack) -> None:
+    with stack.http() as http:
+        for n, method in enumerate(_OTHER_METHODS * 4):
+            http.request(method, f"/no/such/path/{n}")
+            http.request(f"X{n}METHOD", f"/api/products/{n}")
+        text = http.get("/metrics").text
+    methods = {
+        line.split('method="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("pgstack_http_requests_total{")
+    }
+    assert "other" in methods
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
+    assert "/no/such/path" not in text
+    assert len(text) < 100_000
+
+
 def test_openapi_schema_lists_the_routes(stack: Stack) -> None:
     with stack.http() as http:
         schema = http.get("/openapi.json").json()

@@ -15,8 +15,18 @@ def make(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_db_check_reports_both_paths_pools_and_tables(stack: Stack) -> None:
+def test_db_check_prints_a_table_for_people(stack: Stack) -> None:
     result = make(stack, "db-check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "database check: OK", result.stdout
+    assert any(line.startswith("API path (PgBouncer)") and " yes " in line for line in lines)
+    assert any(line.split()[:1] == ["orders"] for line in lines), result.stdout
+    assert not result.stdout.lstrip().startswith("{")
+
+
+def test_db_check_reports_both_paths_pools_and_tables_as_json_on_request(stack: Stack) -> None:
+    result = make(stack, "db-check", "JSON=1")
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
     assert report["ok"] is True

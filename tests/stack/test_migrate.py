@@ -36,7 +36,7 @@ def test_two_concurrent_migrate_runs_both_succeed_and_leave_one_schema(bare_stac
         "SELECT string_agg(tablename, ',' ORDER BY tablename)"
         " FROM pg_tables WHERE schemaname = 'public'"
     )
-    assert tables == "alembic_version,order_items,orders,products,users"
+    assert tables == "alembic_version,idempotency_keys,order_items,orders,products,users"
     owner = bare_stack.psql("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")
     assert owner == "app_owner"
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from pgstack_api.errors import classify_db_error
-from pgstack_api.retry import CommitOutcomeUnknown, DatabaseUnavailable
+from pgstack_api.errors import OutcomeUnknown
+from pgstack_api.errors import answer as classify_db_error
+from pgstack_api.retry import DatabaseUnavailable
 from psycopg import errors as pg_errors
 from sqlalchemy import exc as sa_exc
 
@@ -20,7 +21,6 @@ def wrapped(orig: Exception) -> sa_exc.DBAPIError:
     [
         DatabaseUnavailable("connection refused"),
         TimeoutError(),
-        CommitOutcomeUnknown("lost"),
         wrapped(psycopg.OperationalError("server closed the connection unexpectedly")),
         # PgBouncer reports its own trouble as protocol violations (08P01).
         wrapped(pg_errors.ProtocolViolation("server login has been failing, try again later")),
@@ -55,9 +55,17 @@ def test_a_missing_reference_is_404() -> None:
     assert failure is not None and failure.status == 404
 
 
-def test_a_programming_error_stays_a_500() -> None:
-    failure = classify_db_error(wrapped(pg_errors.UndefinedTable("relation does not exist")))
-    assert failure is not None and failure.status == 500
+def test_a_programming_error_is_left_to_the_catch_all_500() -> None:
+    assert classify_db_error(wrapped(pg_errors.UndefinedTable("relation does not exist"))) is None
+
+
+def test_an_unknown_commit_outcome_invites_a_retry_only_with_an_idempotency_key() -> None:
+    keyed = classify_db_error(OutcomeUnknown(keyed=True))
+    bare = classify_db_error(OutcomeUnknown(keyed=False))
+    assert keyed is not None and bare is not None
+    assert (keyed.status, keyed.code, keyed.retry_after) == (503, "commit_outcome_unknown", True)
+    assert (bare.status, bare.code, bare.retry_after) == (503, "commit_outcome_unknown", False)
+    assert "Idempotency-Key" in bare.message
 
 
 def test_non_database_errors_are_not_classified() -> None:

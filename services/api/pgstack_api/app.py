@@ -3,6 +3,7 @@ and disposes it after uvicorn's graceful shutdown has let in-flight requests fin
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -14,13 +15,19 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
 from pgstack_api import errors, health, migrations, openapi
 from pgstack_api.db import Database, create_engine
+from pgstack_api.endpoints import Endpoint, Resource
 from pgstack_api.logging import configure_logging
 from pgstack_api.metrics import Metrics, metrics_endpoint
-from pgstack_api.middleware import RequestMiddleware
+from pgstack_api.middleware import (
+    AccessLogMiddleware,
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+    RequestIdMiddleware,
+)
 from pgstack_api.retry import CommitOutcomeUnknown, DatabaseUnavailable
 from pgstack_api.routes import orders, products, users
 from pgstack_api.settings import Settings, load_settings
@@ -55,30 +62,33 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await engine.dispose()
             _log.info("stopped")
 
-    db_errors = (
-        SQLAlchemyError,
-        psycopg.Error,
-        DatabaseUnavailable,
-        CommitOutcomeUnknown,
-        TimeoutError,
-    )
+    routes: list[BaseRoute] = [
+        *health.resources,
+        Resource("/metrics", Endpoint("GET", "metrics", "Prometheus metrics", None, None,
+                                      raw=metrics_endpoint, media_type="text/plain")),
+        Resource("/openapi.json", Endpoint("GET", "openapi", "This document", None, None,
+                                           raw=openapi.openapi_endpoint)),
+        *products.resources,
+        *orders.resources,
+        *users.resources,
+    ]  # fmt: skip
+    handled: list[type[Exception]] = [
+        ValidationError, SQLAlchemyError, psycopg.Error, DatabaseUnavailable,
+        CommitOutcomeUnknown, TimeoutError,
+    ]  # fmt: skip
     app = Starlette(
-        routes=[
-            *health.routes,
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
-            Route("/openapi.json", openapi.openapi_endpoint, methods=["GET"]),
-            *products.routes,
-            *orders.routes,
-            *users.routes,
-        ],
+        routes=routes,
+        # Outermost first. The catch-all 500 (errors.handle_unexpected) sits outside them all.
         middleware=[
-            Middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+            Middleware(RequestIdMiddleware),
+            Middleware(AccessLogMiddleware),
+            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes),
         ],
         exception_handlers={
-            errors.ApiError: errors.handle_api_error,
-            ValidationError: errors.handle_validation_error,
             HTTPException: errors.handle_http_exception,
-            **dict.fromkeys(db_errors, errors.handle_db_error),
+            **dict.fromkeys(handled, errors.handle_error),
+            Exception: errors.handle_unexpected,
         },
         lifespan=lifespan,
     )
@@ -86,5 +96,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.metrics = metrics
     app.state.started_at = time.monotonic()
     app.state.head_revision = migrations.head_revision()
-    app.state.openapi = openapi.build_schema()
+    app.state.openapi = json.dumps(openapi.build_schema(routes)).encode()
     return app

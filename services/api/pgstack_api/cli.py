@@ -1,5 +1,6 @@
 """pgstack-db: the management CLI (the original guide's db:* scripts). Wiring only: parse
-arguments, load settings, call pgstack_api.management, print, exit with a named code."""
+arguments, load settings, call pgstack_api.migrations / seed / diagnostics, print, exit with a
+named code."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from enum import IntEnum
 from typing import Any
 
-from pgstack_api import management
+from pgstack_api import diagnostics, migrations, seed
 from pgstack_api.retry import DatabaseUnavailable
 from pgstack_api.settings import ConfigError, Settings, load_settings
 
@@ -61,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON line")
     sub.add_parser("seed", help="insert demo users and products (idempotent)")
     p = sub.add_parser("check", help="connectivity (PgBouncer and direct), pools, table sizes")
-    p.add_argument("--json", action="store_true", help="one JSON line")
+    p.add_argument("--json", action="store_true", help="one JSON line instead of a table")
     p = sub.add_parser("reset", help="DESTROYS DATA: downgrade to base and upgrade to head")
     p.add_argument("--yes", action="store_true", help="confirm that all data may be lost")
     p.add_argument("--lock-timeout", type=float, default=300.0)
@@ -75,22 +76,25 @@ def _parser() -> argparse.ArgumentParser:
 async def _run(args: argparse.Namespace, settings: Settings) -> Exit:
     cmd = args.command
     if cmd == "wait":
-        await management.wait(settings, args.timeout)
+        await migrations.wait(settings, args.timeout)
     elif cmd == "deploy":
-        await management.wait(settings, args.timeout)
-        _print(await management.deploy(settings, args.lock_timeout), as_json=True)
+        await migrations.wait(settings, args.timeout)
+        _print(await migrations.deploy(settings, args.lock_timeout), as_json=True)
     elif cmd == "status":
-        report = await management.status(settings)
+        report = await migrations.status(settings)
         _print(report, args.json)
         return Exit.OK if report["at_head"] else Exit.PENDING
     elif cmd == "seed":
-        _print(await management.run_seed(settings), as_json=True)
+        _print(await seed.run_seed(settings), as_json=True)
     elif cmd == "check":
-        report = await management.check(settings)
-        _print(report, args.json)
+        report = await diagnostics.check(settings)
+        if args.json:
+            _print(report, as_json=True)
+        else:
+            print(diagnostics.render(report), flush=True)
         return Exit.OK if report["ok"] else Exit.FAILURE
     elif cmd == "reset":
-        _print(await management.reset(settings, args.lock_timeout), as_json=True)
+        _print(await migrations.reset(settings, args.lock_timeout), as_json=True)
     return Exit.OK
 
 
@@ -102,8 +106,8 @@ def _dev(args: argparse.Namespace) -> Exit:
     settings = load_settings()
     if not settings.is_dev:
         raise ConfigError("pgstack-db dev needs PGSTACK_ENV=dev (unset it to get the default)")
-    asyncio.run(management.deploy(settings, lock_timeout=10))
-    asyncio.run(management.run_seed(settings))
+    asyncio.run(migrations.deploy(settings, lock_timeout=10))
+    asyncio.run(seed.run_seed(settings))
     import uvicorn  # only the dev command needs it here
 
     from pgstack_api import app as app_module
@@ -141,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatabaseUnavailable as exc:
         print(f"pgstack-db: database unreachable: {exc}", file=sys.stderr)
         return Exit.UNREACHABLE
-    except management.LockTimeout as exc:
+    except migrations.LockTimeout as exc:
         print(f"pgstack-db: {exc}", file=sys.stderr)
         return Exit.FAILURE
     except KeyboardInterrupt:

@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+import sqlalchemy as sa
+from psycopg.rows import dict_row
 from sqlalchemy import event, text
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -35,12 +37,10 @@ from pgstack_api.retry import (
     CommitOutcomeUnknown,
     DatabaseUnavailable,
     RetryPolicy,
-    is_connection_lost,
-    is_sqlite_locked,
-    sqlstate,
     with_retry,
 )
 from pgstack_api.settings import Settings
+from pgstack_api.sqlstate import Kind, classify, connection_lost
 
 T = TypeVar("T")
 
@@ -98,6 +98,26 @@ def is_postgres(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+class Query:
+    """One SELECT written with SQLAlchemy Core, compiled once per dialect.
+
+    On PostgreSQL `Database.fetch` runs the compiled text on the psycopg connection itself:
+    SQLAlchemy still opens and closes the connection (NullPool, or the benchmark's pool), but
+    the statement skips its per-execution result machinery and greenlet hops.
+    """
+
+    def __init__(self, statement: sa.Select[Any]) -> None:
+        self.statement = statement
+        self._compiled: dict[str, str] = {}
+
+    def sql(self, dialect: Dialect) -> str:
+        text_ = self._compiled.get(dialect.name)
+        if text_ is None:
+            text_ = str(self.statement.compile(dialect=dialect))
+            self._compiled[dialect.name] = text_
+        return text_
+
+
 class Database:
     """The engine plus the per-transaction rules (timeouts, retries) the routes rely on."""
 
@@ -107,6 +127,7 @@ class Database:
         self.engine = engine
         self.settings = settings
         self.policy = policy
+        self._postgres = is_postgres(engine)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -121,7 +142,7 @@ class Database:
         try:
             await conn.commit()
         except Exception as exc:
-            raise CommitOutcomeUnknown(str(exc)) from exc
+            raise CommitOutcomeUnknown(_reason(exc)) from exc
         finally:
             await _quietly(conn.close())
 
@@ -137,19 +158,19 @@ class Database:
         try:
             async with asyncio.timeout(self.settings.connect_timeout):
                 conn = await self.engine.connect()
-                if is_postgres(self.engine):
+                if self._postgres:
                     await conn.execute(
                         text("SELECT set_config('statement_timeout', :ms, true)"),
                         {"ms": str(self.settings.statement_timeout_ms)},
                     )
-            if not is_postgres(self.engine):
+            if not self._postgres:
                 # Outside the deadline: BEGIN IMMEDIATE may wait for busy_timeout, and a
                 # "database is locked" here is transient (retried), not an outage.
                 await conn.begin()
         except Exception as exc:
             if conn is not None:
                 await _quietly(conn.close())
-            if is_sqlite_locked(exc) or _is_query_error(exc):
+            if classify(exc) in (Kind.LOCKED, None) or _is_query_error(exc):
                 raise
             raise DatabaseUnavailable(_reason(exc)) from exc
         return conn
@@ -163,28 +184,44 @@ class Database:
 
         return await with_retry(attempt, self.policy)
 
-    async def read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
-        """A single-statement read in autocommit: one round trip instead of four.
+    async def fetch(self, query: Query, **params: Any) -> list[dict[str, Any]]:
+        """Rows of one SELECT, in autocommit: one round trip instead of four.
 
         BEGIN, SET LOCAL, the query and COMMIT are four round trips through PgBouncer; a lone
         SELECT needs no transaction. Its statement timeout is then the app role's default
         (`ALTER ROLE app SET statement_timeout`, set by the postgres init), and the whole call --
         connect, server assignment in PgBouncer, the query -- is bounded here. Idempotent, so
-        transient failures are retried like transactions. `work` must run one statement.
+        transient failures are retried like transactions.
         """
-        if not is_postgres(self.engine):
-            return await self.run(work)
+        if not self._postgres:
+
+            async def core(conn: AsyncConnection) -> list[dict[str, Any]]:
+                result = await conn.execute(query.statement, params)
+                return [dict(row._mapping) for row in result]
+
+            return await self.run(core)
+        sql = query.sql(self.engine.dialect)
         bound = self.settings.connect_timeout + self.settings.statement_timeout_ms / 1000
 
-        async def attempt() -> T:
+        async def attempt() -> list[dict[str, Any]]:
             conn: AsyncConnection | None = None
             try:
                 async with asyncio.timeout(bound):
                     conn = await self.engine.connect()
-                    await conn.execution_options(isolation_level="AUTOCOMMIT")
-                    return await work(conn)
+                    raw = (await conn.get_raw_connection()).driver_connection
+                    assert isinstance(raw, psycopg.AsyncConnection)  # noqa: S101 -- postgres
+                    await raw.set_autocommit(True)
+                    try:
+                        # prepare=False: a NullPool connection never runs a statement twice.
+                        cursor = raw.cursor(row_factory=dict_row)
+                        await cursor.execute(sql, params, prepare=False)
+                        return await cursor.fetchall()
+                    finally:
+                        if not raw.closed:
+                            # A pooled connection goes back as SQLAlchemy handed it out.
+                            await raw.set_autocommit(False)
             except (SQLAlchemyError, psycopg.Error, OSError, TimeoutError) as exc:
-                # Only database trouble becomes 503; the work's own errors (404, ...) pass.
+                # Only database trouble becomes 503; a statement's own error passes.
                 if _is_query_error(exc):
                     raise
                 raise DatabaseUnavailable(_reason(exc)) from exc
@@ -197,22 +234,38 @@ class Database:
     async def ping(self) -> float:
         """SELECT 1 on a fresh connection; returns the latency in milliseconds."""
         started = time.perf_counter()
-
-        async def _select(conn: AsyncConnection) -> None:
-            await conn.execute(text("SELECT 1"))
-
-        await self.read(_select)
+        await self.fetch(_PING)
         return (time.perf_counter() - started) * 1000
+
+
+_PING = Query(sa.select(sa.literal_column("1").label("one")))
+
+
+async def with_admin(settings: Settings, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """Run `work` on one direct connection as the owner (migrations, the CLI): never through
+    PgBouncer, whose transaction pooling would hand session state (advisory locks) to others."""
+    engine = create_engine(settings, settings.admin_url())
+    try:
+        try:
+            conn = await asyncio.wait_for(engine.connect(), settings.connect_timeout + 1)
+        except (OSError, TimeoutError, psycopg.OperationalError) as exc:
+            raise DatabaseUnavailable(str(exc).strip() or type(exc).__name__) from exc
+        except Exception as exc:
+            if isinstance(getattr(exc, "orig", None), psycopg.OperationalError):
+                raise DatabaseUnavailable(str(exc.orig).strip()) from exc  # type: ignore[attr-defined]
+            raise
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+    finally:
+        await engine.dispose()
 
 
 def _is_query_error(exc: BaseException) -> bool:
     """An error the server raised for our statement (not a connection problem)."""
-    state = sqlstate(exc)
-    return (
-        state is not None
-        and not state.startswith(("08", "57P", "53"))
-        and not (is_connection_lost(exc))
-    )
+    kind = classify(exc)
+    return kind is not None and kind is not Kind.UNAVAILABLE and not connection_lost(exc)
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,199 +1,187 @@
-"""Every error the API returns, as `{"error": {"code", "message"}}`, and how exceptions map to it.
+"""The one place that chooses HTTP status codes: every exception the API can meet becomes
+`{"error": {"code", "message"[, "details"]}}` with its status and headers here.
 
-The mapping of database exceptions is the contract of decision 6: an unreachable database or
-pooler gives 503 + Retry-After, a constraint the client broke gives 4xx, never a traceback.
+An unreachable database or pooler gives 503 + Retry-After, a rule the client broke gives 4xx,
+a commit whose outcome is unknown gives 503 that invites a retry only when the request carried
+an Idempotency-Key (a retry without one could place the order twice), and nothing gives a
+traceback.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
-import psycopg
 from pydantic import ValidationError
-from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from pgstack_api.retry import (
-    CommitOutcomeUnknown,
-    DatabaseUnavailable,
-    is_connection_lost,
-    is_sqlite_locked,
-    sqlstate,
-)
+from pgstack_api.domain.errors import Duplicate, NotFound, OutOfStock
+from pgstack_api.retry import CommitOutcomeUnknown, DatabaseUnavailable
+from pgstack_api.schemas import Error, ErrorBody, ErrorDetail
+from pgstack_api.sqlstate import Kind, classify
 
 _log = logging.getLogger(__name__)
 
-# Codes PostgreSQL and PgBouncer use when the database cannot serve us right now:
-# 08 connection exceptions (PgBouncer reports its own failures as 08P01), 53 insufficient
-# resources (too many connections), 57P01-03 admin/crash shutdown and "cannot connect now"
-# (starting up), 57014 statement timeout (overloaded: retry later).
-_UNAVAILABLE_PREFIXES = ("08", "53", "57P")
-_UNAVAILABLE_STATES = frozenset({"57014"})
+JSON = "application/json"
 
 
 class ApiError(Exception):
-    """An error meant for the client, with its HTTP status and stable code."""
+    """A protocol error the HTTP layer itself detects (malformed JSON, a bad header)."""
 
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
-        self.headers = headers or {}
 
 
-def not_found(what: str, ident: object) -> ApiError:
-    return ApiError(404, f"{what}_not_found", f"{what} {ident} does not exist")
+class KeyReused(ApiError):
+    """An Idempotency-Key came back with another request body (IETF httpapi draft: 422)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with another request body; use a new key",
+        )
 
 
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    headers: dict[str, str] | None = None,
-    details: list[dict[str, Any]] | None = None,
-) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        body["details"] = details
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+class OutcomeUnknown(Exception):
+    """CommitOutcomeUnknown, with whether the client can retry safely (it sent a key)."""
+
+    def __init__(self, keyed: bool) -> None:
+        super().__init__("commit outcome unknown")
+        self.keyed = keyed
 
 
 @dataclass(frozen=True, slots=True)
-class DbFailure:
-    """What a database exception means for the client."""
-
+class Answer:
     status: int
     code: str
     message: str
-    kind: str  # metric label: unavailable | conflict | locked | unknown_commit | other
+    retry_after: bool = False
+    details: list[ErrorDetail] = field(default_factory=list)
+    kind: str | None = None  # pgstack_db_errors_total label, for database failures
+
+    def response(self, retry_after_s: int, headers: dict[str, str] | None = None) -> Response:
+        body = ErrorBody(code=self.code, message=self.message)
+        if self.details:
+            body.details = self.details
+        out = dict(headers or {})
+        if self.retry_after:
+            out["Retry-After"] = str(retry_after_s)
+        content = Error(error=body).model_dump_json(exclude_none=True)
+        return Response(content, status_code=self.status, headers=out, media_type=JSON)
 
 
-def classify_db_error(exc: BaseException) -> DbFailure | None:
-    """Map a database exception to the client's answer; None if it is not a database error."""
-    if isinstance(exc, DatabaseUnavailable):
-        return DbFailure(
-            503, "database_unavailable", "the database is unavailable; retry later", "unavailable"
+# Domain errors (nouns) and their status codes.
+_DOMAIN: dict[type[Exception], tuple[int, str]] = {
+    NotFound: (404, "not_found"),
+    Duplicate: (409, "duplicate"),
+    OutOfStock: (409, "out_of_stock"),
+}
+_UNAVAILABLE = "the database is unavailable; retry later"
+# Database failures by kind (sqlstate.py): status, code, message, Retry-After.
+_DATABASE: dict[Kind, tuple[int, str, str, bool]] = {
+    Kind.UNAVAILABLE: (503, "database_unavailable", _UNAVAILABLE, True),
+    Kind.LOCKED: (503, "database_unavailable", "the database is busy; retry later", True),
+    # Still conflicting after every retry: the client may try again shortly.
+    Kind.CONFLICT: (503, "database_busy", "too many concurrent updates; retry later", True),
+    Kind.DUPLICATE: (409, "duplicate", "a record with the same unique value exists", False),
+    Kind.MISSING_REFERENCE: (
+        404, "reference_not_found", "a referenced record does not exist", False,
+    ),
+    Kind.CONSTRAINT: (
+        422, "constraint_violation", "the data breaks a database constraint", False,
+    ),
+    Kind.BAD_TEXT: (422, "validation_error", "text the database cannot store", False),
+}  # fmt: skip
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def answer(exc: BaseException) -> Answer | None:
+    """The client's answer to `exc`; None when it is unexpected (a bug: the caller's 500)."""
+    if isinstance(exc, ApiError):
+        return Answer(exc.status, exc.code, exc.message)
+    for domain_error, (status, code) in _DOMAIN.items():
+        if isinstance(exc, domain_error):
+            prefix = getattr(exc, "what", None)
+            return Answer(status, f"{prefix}_{code}" if code == "not_found" else code, str(exc))
+    if isinstance(exc, ValidationError):
+        return validation_answer(exc)
+    if isinstance(exc, OutcomeUnknown | CommitOutcomeUnknown):
+        keyed = isinstance(exc, OutcomeUnknown) and exc.keyed
+        advice = (
+            "retry with the same Idempotency-Key: it returns this request's result exactly once"
+            if keyed
+            else "check whether it took effect before retrying, or send an Idempotency-Key "
+            "so that retries are safe"
         )
-    if isinstance(exc, TimeoutError):
-        return DbFailure(
-            503, "database_unavailable", "the database did not answer in time", "unavailable"
-        )
-    if isinstance(exc, CommitOutcomeUnknown):
-        return DbFailure(
-            503,
-            "database_unavailable",
-            "the connection was lost while committing; the outcome is unknown, "
-            "check before retrying",
-            "unknown_commit",
-        )
-    if not isinstance(exc, (sa_exc.SQLAlchemyError, psycopg.Error)):
+        message = f"the connection was lost while committing; the outcome is unknown: {advice}"
+        return Answer(503, "commit_outcome_unknown", message, keyed, kind="unknown_commit")
+    if isinstance(exc, DatabaseUnavailable | TimeoutError):
+        return Answer(503, "database_unavailable", _UNAVAILABLE, True, kind="unavailable")
+    kind = classify(exc)
+    if kind is None or kind not in _DATABASE:
         return None
-    state = sqlstate(exc)
-    if state is not None and (
-        state.startswith(_UNAVAILABLE_PREFIXES) or state in _UNAVAILABLE_STATES
-    ):
-        return DbFailure(
-            503, "database_unavailable", "the database is unavailable; retry later", "unavailable"
+    status, code, message, retry = _DATABASE[kind]
+    return Answer(status, code, message, retry, kind=kind.value)
+
+
+def validation_answer(exc: ValidationError) -> Answer:
+    details = [
+        ErrorDetail(
+            field=".".join(str(p) for p in err["loc"]), message=_wording(err), type=err["type"]
         )
-    if is_connection_lost(exc) or isinstance(
-        exc, (sa_exc.InterfaceError, sa_exc.DisconnectionError)
-    ):
-        return DbFailure(
-            503, "database_unavailable", "lost the database connection; retry later", "unavailable"
-        )
-    if is_sqlite_locked(exc):
-        return DbFailure(503, "database_unavailable", "the database is busy; retry later", "locked")
-    if state == "40001" or state == "40P01":
-        # Still conflicting after every retry: the client may try again shortly.
-        return DbFailure(
-            503, "database_busy", "too many concurrent updates; retry later", "conflict"
-        )
-    if state == "23505" or _is_sqlite_unique(exc):
-        return DbFailure(409, "duplicate", "a record with the same unique value exists", "conflict")
-    if state == "23503":
-        return DbFailure(
-            404, "reference_not_found", "a referenced record does not exist", "conflict"
-        )
-    if state is not None and state.startswith("23"):
-        return DbFailure(
-            422, "constraint_violation", "the data breaks a database constraint", "conflict"
-        )
-    return DbFailure(500, "internal_error", "internal error", "other")
-
-
-def _is_sqlite_unique(exc: BaseException) -> bool:
-    return isinstance(exc, sa_exc.IntegrityError) and "UNIQUE constraint failed" in str(exc.orig)
-
-
-def validation_error(exc: ValidationError) -> ApiError:
-    first = exc.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in first["loc"]) or "body"
-    return ApiError(422, "validation_error", f"{where}: {first['msg']}")
-
-
-def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
-    return [
-        {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"], "type": err["type"]}
         for err in exc.errors(include_url=False)
     ]
+    first = details[0]
+    where = first.field or "body"
+    return Answer(422, "validation_error", f"{where}: {first.message}", details=details)
 
 
-# --- Starlette exception handlers -------------------------------------------------------------
-
-_HTTP_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "body_too_large",
-    415: "unsupported_media_type",
-}
+def _wording(err: object) -> str:
+    """pydantic's message, except for NUL, which deserves plain words over a regex."""
+    assert isinstance(err, dict)  # noqa: S101 -- pydantic's ErrorDetails
+    value = err.get("input")
+    if err.get("type") == "string_pattern_mismatch" and isinstance(value, str) and "\x00" in value:
+        return "text cannot contain the NUL character (U+0000)"
+    return str(err["msg"])
 
 
-async def handle_api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)  # noqa: S101 -- registered for ApiError only
-    return error_response(exc.status, exc.code, exc.message, exc.headers)
+# --- Starlette exception handlers (routes outside endpoints.py, routing, the catch-all) --------
 
 
-async def handle_validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ValidationError)  # noqa: S101
-    api = validation_error(exc)
-    return error_response(api.status, api.code, api.message, details=validation_details(exc))
+def _retry_after(request: Request) -> int:
+    return int(request.app.state.settings.retry_after_s)
+
+
+async def handle_error(request: Request, exc: Exception) -> Response:
+    found = answer(exc)
+    if found is None:
+        raise exc  # the catch-all below answers 500
+    return found.response(_retry_after(request))
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)  # noqa: S101
-    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    assert isinstance(exc, HTTPException)  # noqa: S101 -- registered for HTTPException only
     if exc.status_code == 404:
         message = f"no route for {request.method} {request.url.path}"
     elif exc.status_code == 405:
         message = f"method {request.method} is not allowed on {request.url.path}"
     else:
         message = str(exc.detail)
-    return error_response(exc.status_code, code, message, dict(exc.headers or {}))
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return Answer(exc.status_code, code, message).response(0, dict(exc.headers or {}))
 
 
-async def handle_db_error(request: Request, exc: Exception) -> Response:
-    failure = classify_db_error(exc)
-    if failure is None or failure.status == 500:
-        raise exc  # not ours to explain: the outer middleware logs it and answers 500
-    metrics = getattr(request.app.state, "metrics", None)
-    if metrics is not None:
-        metrics.db_errors.labels(kind=failure.kind).inc()
-    headers = {}
-    if failure.status == 503:
-        headers["Retry-After"] = str(request.app.state.settings.retry_after_s)
-        _log.warning(
-            "database unavailable",
-            extra={
-                "request_id": request.scope.get("state", {}).get("request_id"),
-                "reason": str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
-            },
-        )
-    return error_response(failure.status, failure.code, failure.message, headers)
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """The last line: any exception nobody answered. Never a traceback to the client; the log
+    line carries it with the request id."""
+    request_id = request.scope.get("state", {}).get("request_id", "-")
+    _log.error("unhandled error", exc_info=exc, extra={"request_id": request_id})
+    headers = {"X-Request-ID": request_id} if request_id != "-" else {}
+    message = f"internal error (request id {request_id})"
+    return Answer(500, "internal_error", message).response(0, headers)

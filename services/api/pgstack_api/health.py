@@ -21,12 +21,13 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import JSONResponse, Response
 
 from pgstack_api import __version__
 from pgstack_api.db import Database
-from pgstack_api.retry import sqlstate
+from pgstack_api.endpoints import Endpoint, Resource
+from pgstack_api.schemas import Health, Live, Ready
+from pgstack_api.sqlstate import sqlstate
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +87,11 @@ class ReadinessCache:
         return probe
 
 
-async def livez(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
+_LIVE = b'{"status":"ok"}'
+
+
+async def livez(request: Request) -> Response:
+    return Response(_LIVE, media_type="application/json")
 
 
 async def readyz(request: Request) -> JSONResponse:
@@ -180,8 +184,18 @@ async def api_health(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if healthy else 503, headers=headers)
 
 
-routes = [
-    Route("/livez", livez, methods=["GET"]),
-    Route("/readyz", readyz, methods=["GET"]),
-    Route("/api/health", api_health, methods=["GET"]),
-]
+def _probe(path: str, op: str, summary: str, handler: Any, model: Any, *also: int) -> Resource:
+    return Resource(path, Endpoint("GET", op, summary, None, model, raw=handler, also=also))
+
+
+resources = [
+    _probe("/livez", "livez", "Process is alive (no I/O)", livez, Live),
+    _probe(
+        "/readyz", "readyz", "Database reachable through PgBouncer (cached ~1 s)", readyz, Ready,
+        503,
+    ),
+    _probe(
+        "/api/health", "health", "Health; versions and memory with the ops token", api_health,
+        Health, 503,
+    ),
+]  # fmt: skip

@@ -1,5 +1,7 @@
-"""The outermost ASGI layer: request id, body-size limit, one log line and metrics per request,
-and the last line of defence that turns any unexpected exception into a JSON 500."""
+"""The per-request ASGI layers, one concern each (as starlette's own middleware/ modules are):
+request id, access log, metrics, body-size limit. Pure ASGI, no BaseHTTPMiddleware: each costs
+a function call and a wrapped `send`, measured in docs/benchmarks.md (/livez against a bare
+Starlette app). The answer to an unexpected exception is not here: errors.handle_unexpected."""
 
 from __future__ import annotations
 
@@ -10,17 +12,17 @@ import time
 import uuid
 from typing import Any
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pgstack_api.metrics import Metrics
+from pgstack_api.metrics import UNMATCHED, Metrics, method_label
 
 _log = logging.getLogger("pgstack_api.request")
 
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_RAW = REQUEST_ID_HEADER.encode()
 # Accept ids from proxies and clients only if they cannot smuggle anything into logs or headers.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
-_UNMATCHED = "<unmatched>"
 
 
 def valid_request_id(value: str | None) -> bool:
@@ -40,40 +42,122 @@ def content_length(headers: Headers) -> int | None:
     return int(raw) if raw.isascii() and raw.isdigit() else -1
 
 
-class BodyTooLarge(Exception):
-    """A chunked body grew past the limit while the app was reading it."""
+def _status_of(send: Send, box: list[int]) -> Send:
+    """`send`, noting the response's status in box[0]."""
+
+    async def noting(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            box[0] = message["status"]
+        await send(message)
+
+    return noting
 
 
-def _json_body(status: int, code: str, message: str) -> tuple[int, bytes]:
-    return status, json.dumps({"error": {"code": code, "message": message}}).encode()
+class RequestIdMiddleware:
+    """Gives every request an id (the client's X-Request-ID if well-formed), in the scope's
+    state for the log lines and in the response's X-Request-ID header."""
 
-
-class RequestMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.metrics = metrics
-        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = None
+        for name, value in scope["headers"]:
+            if name == _REQUEST_ID_RAW:
+                given = value.decode("latin-1")
+                break
+        request_id = request_id_for(given)
+        scope.setdefault("state", {})["request_id"] = request_id
+        raw_id = request_id.encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (_REQUEST_ID_RAW, raw_id)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class AccessLogMiddleware:
+    """One JSON line per request: method, path, route template, status, duration, request id."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = Headers(scope=scope)
-        request_id = request_id_for(headers.get(REQUEST_ID_HEADER))
-        scope.setdefault("state", {})["request_id"] = request_id
-        status = 500
-        response_started = False
+        box = [500]  # an exception that escapes becomes the catch-all's 500
+        try:
+            await self.app(scope, receive, _status_of(send, box))
+        finally:
+            route: Any = scope.get("route")
+            _log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "route": getattr(route, "path", UNMATCHED),
+                    "status": box[0],
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "request_id": scope.get("state", {}).get("request_id"),
+                },
+            )
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-                status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
-            await send(message)
 
+class MetricsMiddleware:
+    """Counts requests and observes their latency, by method, route template and status."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        box = [500]
+        try:
+            await self.app(scope, receive, _status_of(send, box))
+        finally:
+            route: Any = scope.get("route")
+            template = getattr(route, "path", UNMATCHED)
+            method = method_label(scope["method"])
+            self.metrics.requests.labels(method, template, str(box[0])).inc()
+            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
+
+
+class BodyTooLarge(Exception):
+    """A chunked body grew past the limit while the app was reading it."""
+
+
+class BodyLimitMiddleware:
+    """413 for a body over the limit: by Content-Length before reading a byte, or while reading
+    a chunked body; 400 for a Content-Length that is not a number."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = content_length(Headers(scope=scope))
+        if declared == -1:
+            await _reply(send, 400, "bad_request", "Content-Length is not a valid number")
+            return
+        if declared is not None and declared > self.max_body_bytes:
+            await self._too_large(send)
+            return
         received = 0
+        started = False
 
         async def receive_with_limit() -> Message:
             nonlocal received
@@ -84,74 +168,28 @@ class RequestMiddleware:
                     raise BodyTooLarge
             return message
 
-        declared = content_length(headers)
+        async def noting(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            if declared == -1:
-                await self._reply(
-                    send_with_id,
-                    *_json_body(400, "bad_request", "Content-Length is not a valid number"),
-                )
-            elif declared is not None and declared > self.max_body_bytes:
-                # Refuse before reading a byte of it.
-                await self._reply(send_with_id, *self._too_large())
-            else:
-                await self.app(scope, receive_with_limit, send_with_id)
+            await self.app(scope, receive_with_limit, noting)
         except BodyTooLarge:
-            if response_started:
+            if started:
                 raise
-            await self._reply(send_with_id, *self._too_large())
-        except Exception:
-            # Never a traceback to the client; the log line carries it with the request id.
-            _log.exception("unhandled error", extra={"request_id": request_id})
-            if not response_started:
-                await self._reply(
-                    send_with_id,
-                    *_json_body(500, "internal_error", f"internal error (request id {request_id})"),
-                )
-        finally:
-            self._record(scope, status, started, request_id)
+            await self._too_large(send)
 
-    def _too_large(self) -> tuple[int, bytes]:
-        return _json_body(
-            413, "body_too_large", f"request body is larger than {self.max_body_bytes} bytes"
-        )
+    async def _too_large(self, send: Send) -> None:
+        message = f"request body is larger than {self.max_body_bytes} bytes"
+        # The client may still be sending a body we will not read.
+        await _reply(send, 413, "body_too_large", message, close=True)
 
-    @staticmethod
-    async def _reply(send: Send, status: int, body: bytes) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    # The client may still be sending a body we will not read.
-                    (b"connection", b"close"),
-                ]
-                if status == 413
-                else [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
 
-    def _record(self, scope: Scope, status: int, started: float, request_id: str) -> None:
-        elapsed = time.perf_counter() - started
-        route: Any = scope.get("route")
-        template = getattr(route, "path", None) or _UNMATCHED
-        method = scope["method"]
-        self.metrics.requests.labels(method=method, route=template, status=str(status)).inc()
-        self.metrics.latency.labels(method=method, route=template).observe(elapsed)
-        _log.info(
-            "request",
-            extra={
-                "method": method,
-                "path": scope["path"],
-                "route": template,
-                "status": status,
-                "duration_ms": round(elapsed * 1000, 2),
-                "request_id": request_id,
-            },
-        )
+async def _reply(send: Send, status: int, code: str, message: str, close: bool = False) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,10 +1,10 @@
 """Retrying transient database failures: which errors, how often, how long to wait.
 
 Only errors where running the whole transaction again is safe and likely to succeed are retried:
-serialization failures (40001), deadlocks (40P01), SQLite's "database is locked", and a
-connection lost *before* COMMIT was sent (the transaction then certainly rolled back). A failure
-to connect is not retried here: the database is down and the client should get its 503 within
-the connect timeout. A failure during COMMIT is never retried: the outcome is unknown.
+serialization failures and deadlocks (sqlstate.Kind.CONFLICT), SQLite's "database is locked",
+and a connection lost *before* COMMIT was sent (the transaction then certainly rolled back). A
+failure to connect is not retried here: the database is down and the client should get its 503
+within the connect timeout. A failure during COMMIT is never retried: the outcome is unknown.
 """
 
 from __future__ import annotations
@@ -16,15 +16,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import psycopg
-from sqlalchemy import exc as sa_exc
+from pgstack_api.sqlstate import Kind, connection_lost, driver_error, sqlstate
+from pgstack_api.sqlstate import classify as kind_of
 
 T = TypeVar("T")
 
 _log = logging.getLogger(__name__)
-
-# SQLSTATEs where PostgreSQL rolled the transaction back and invites a retry.
-RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 
 
 class CommitOutcomeUnknown(Exception):
@@ -65,44 +62,13 @@ class RetryPolicy:
 DEFAULT_POLICY = RetryPolicy()
 
 
-def _driver_error(exc: BaseException) -> BaseException:
-    """SQLAlchemy wraps the driver's exception; the driver's carries the SQLSTATE."""
-    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
-        return exc.orig
-    return exc
-
-
-def sqlstate(exc: BaseException) -> str | None:
-    inner = _driver_error(exc)
-    if isinstance(inner, psycopg.Error):
-        return inner.sqlstate
-    return None
-
-
-def is_sqlite_locked(exc: BaseException) -> bool:
-    inner = _driver_error(exc)
-    # sqlite3.OperationalError: "database is locked" / "database table is locked"
-    return type(inner).__name__ == "OperationalError" and "is locked" in str(inner)
-
-
-def is_connection_lost(exc: BaseException) -> bool:
-    """The server or pooler went away mid-transaction (psycopg reports no SQLSTATE then)."""
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    inner = _driver_error(exc)
-    if isinstance(inner, psycopg.OperationalError):
-        state = inner.sqlstate
-        return state is None or state.startswith("08") or state in {"57P01", "57P02"}
-    return False
-
-
 def is_transient(exc: BaseException) -> bool:
     """True when running the whole transaction again is safe and may succeed."""
     if isinstance(exc, (CommitOutcomeUnknown, DatabaseUnavailable)):
         return False
-    if sqlstate(exc) in RETRYABLE_SQLSTATES:
+    if kind_of(exc) in (Kind.CONFLICT, Kind.LOCKED):
         return True
-    return is_sqlite_locked(exc) or is_connection_lost(exc)
+    return connection_lost(exc)
 
 
 async def with_retry(
@@ -129,7 +95,7 @@ async def with_retry(
                 extra={
                     "retry": retry,
                     "wait_ms": round(wait * 1000, 1),
-                    "error": type(_driver_error(exc)).__name__,
+                    "error": type(driver_error(exc)).__name__,
                     "sqlstate": sqlstate(exc),
                 },
             )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from pgstack_api.db import with_admin
+from pgstack_api.settings import Settings
 from pgstack_api.tables import insert_or_skip, products, users
 
 USERS = [
@@ -67,3 +71,12 @@ async def table_counts(conn: AsyncConnection) -> dict[str, int]:
     for name in ("users", "products", "orders", "order_items"):
         out[name] = (await conn.execute(sa.text(f"SELECT count(*) FROM {name}"))).scalar_one()  # noqa: S608 -- fixed names
     return out
+
+
+async def run_seed(settings: Settings) -> dict[str, Any]:
+    async def work(conn: AsyncConnection) -> dict[str, Any]:
+        inserted = await seed(conn)
+        await conn.commit()
+        return {"event": "seed", "inserted": inserted}
+
+    return await with_admin(settings, work)

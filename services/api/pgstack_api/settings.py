@@ -67,6 +67,7 @@ _HINTS: dict[str, str] = {
     "log_format": "use json, pretty or auto",
     "application_name": "use 1-63 printable ASCII characters",
     "db_pool_size": "use 0 (NullPool through PgBouncer) or a pool size up to 100 (benchmarks)",
+    "idempotency_ttl_s": "give seconds from 60 to 2592000 (30 days)",
 }
 
 
@@ -137,6 +138,8 @@ class Settings(BaseSettings):
     # for the benchmark's "pooled, straight to PostgreSQL" baseline only -- in the stack it would
     # multiply server connections by the number of API processes behind PgBouncer's back.
     db_pool_size: int = Field(default=0, ge=0, le=100)
+    # How long an Idempotency-Key's first response is kept and replayed (idempotency.py).
+    idempotency_ttl_s: int = Field(default=86_400, ge=60, le=30 * 86_400)
 
     @classmethod
     def settings_customise_sources(

@@ -85,6 +85,20 @@ order_items = sa.Table(
     sa.CheckConstraint("unit_price_cents >= 0", name="order_items_unit_price_cents_check"),
 )
 
+# The first response of each POST that carried an Idempotency-Key (idempotency.py), written
+# in the same transaction as the POST's own effect.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("operation", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("status", sa.SmallInteger, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("location", sa.String(255), nullable=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
 
 def insert_or_skip(dialect: str, table: sa.Table) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING in the dialect's spelling (PostgreSQL and SQLite)."""

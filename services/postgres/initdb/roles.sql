@@ -8,7 +8,7 @@
 -- Not even the verifiers go into pg_stat_statements' query texts (which base backups copy).
 SET pg_stat_statements.track_utility = off;
 
--- Roles. Least privilege (DESIGN decision 5):
+-- Roles. Least privilege (docs/architecture.md, "Roles"):
 --   app_owner  owns the schema and runs migrations (direct connection, never through PgBouncer);
 --   app        the API: DML only, through PgBouncer;
 --   app_backup reads everything (pg_read_all_data), for pg_dump.
@@ -52,13 +52,18 @@ ALTER SCHEMA public OWNER TO app_owner;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO app, app_backup;
 
--- Tables the owner creates later (migrations) are usable by the app without a grant per migration.
+-- The app role may read the tables the owner creates later (migrations); what it may write is
+-- granted table by table by the migration that creates the table (services/api/alembic), so it
+-- gets exactly what the API does: no DELETE it never issues, no write on alembic_version.
 ALTER DEFAULT PRIVILEGES FOR ROLE app_owner IN SCHEMA public
-	GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO app;
+	REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON TABLES FROM app;
+ALTER DEFAULT PRIVILEGES FOR ROLE app_owner IN SCHEMA public
+	GRANT SELECT ON TABLES TO app;
 ALTER DEFAULT PRIVILEGES FOR ROLE app_owner IN SCHEMA public
 	GRANT USAGE, SELECT ON SEQUENCES TO app;
--- ...and the same for what already exists (db-init on a populated database).
-GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app;
+-- ...and the same for what already exists (db-init on a populated database): reads only, the
+-- migrations' writes stay as they granted them.
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO app;
 
 \connect postgres

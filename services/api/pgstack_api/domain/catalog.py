@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pgstack_api.errors import ApiError, not_found
-from pgstack_api.schemas import PageParams, ProductIn, UserIn
+from pgstack_api.db import Database, Query
+from pgstack_api.domain.errors import Duplicate, NotFound
+from pgstack_api.schemas import PageParams, Product, ProductIn, ProductPage, User, UserIn
 from pgstack_api.tables import insert_or_skip, products, users
 
 _PRODUCT_COLUMNS = (
@@ -21,57 +20,52 @@ _PRODUCT_COLUMNS = (
 )
 _USER_COLUMNS = (users.c.id, users.c.email, users.c.name, users.c.created_at)
 
+_USER_BY_ID = Query(sa.select(*_USER_COLUMNS).where(users.c.id == sa.bindparam("id")))
+_PRODUCT_BY_ID = Query(sa.select(*_PRODUCT_COLUMNS).where(products.c.id == sa.bindparam("id")))
+# One row more than the page, to know whether a next page exists without a COUNT(*).
+_PRODUCT_PAGE = Query(
+    sa.select(*_PRODUCT_COLUMNS)
+    .where(products.c.id > sa.bindparam("after"))
+    .order_by(products.c.id)
+    .limit(sa.bindparam("limit_plus_one"))
+)
 
-def _row(row: Any) -> dict[str, Any]:
-    out = dict(row._mapping)
-    if out.get("created_at") is not None:
-        out["created_at"] = out["created_at"].isoformat()
-    return out
 
-
-async def create_user(conn: AsyncConnection, data: UserIn) -> dict[str, Any]:
+async def create_user(conn: AsyncConnection, data: UserIn) -> User:
     # ON CONFLICT DO NOTHING + no row back = duplicate, without an aborted transaction.
     stmt = insert_or_skip(conn.dialect.name, users).values(email=data.email, name=data.name)
     row = (await conn.execute(stmt.returning(*_USER_COLUMNS))).first()
     if row is None:
-        raise ApiError(409, "duplicate", f"a user with email {data.email!r} exists")
-    return _row(row)
+        raise Duplicate("user", "email", data.email)
+    return User.model_validate(row._mapping)
 
 
-async def get_user(conn: AsyncConnection, user_id: int) -> dict[str, Any]:
-    row = (await conn.execute(sa.select(*_USER_COLUMNS).where(users.c.id == user_id))).first()
-    if row is None:
-        raise not_found("user", user_id)
-    return _row(row)
+async def get_user(db: Database, user_id: int) -> User:
+    rows = await db.fetch(_USER_BY_ID, id=user_id)
+    if not rows:
+        raise NotFound("user", user_id)
+    return User.model_validate(rows[0])
 
 
-async def create_product(conn: AsyncConnection, data: ProductIn) -> dict[str, Any]:
+async def create_product(conn: AsyncConnection, data: ProductIn) -> Product:
     stmt = insert_or_skip(conn.dialect.name, products).values(
         sku=data.sku, name=data.name, price_cents=data.price_cents, stock=data.stock
     )
     row = (await conn.execute(stmt.returning(*_PRODUCT_COLUMNS))).first()
     if row is None:
-        raise ApiError(409, "duplicate", f"a product with sku {data.sku!r} exists")
-    return _row(row)
+        raise Duplicate("product", "sku", data.sku)
+    return Product.model_validate(row._mapping)
 
 
-async def get_product(conn: AsyncConnection, product_id: int) -> dict[str, Any]:
-    query = sa.select(*_PRODUCT_COLUMNS).where(products.c.id == product_id)
-    row = (await conn.execute(query)).first()
-    if row is None:
-        raise not_found("product", product_id)
-    return _row(row)
+async def get_product(db: Database, product_id: int) -> Product:
+    rows = await db.fetch(_PRODUCT_BY_ID, id=product_id)
+    if not rows:
+        raise NotFound("product", product_id)
+    return Product.model_validate(rows[0])
 
 
-async def list_products(conn: AsyncConnection, page: PageParams) -> dict[str, Any]:
-    # Fetch one extra row to know whether a next page exists without a COUNT(*).
-    query = (
-        sa.select(*_PRODUCT_COLUMNS)
-        .where(products.c.id > page.after)
-        .order_by(products.c.id)
-        .limit(page.limit + 1)
-    )
-    rows = (await conn.execute(query)).all()
-    items = [_row(r) for r in rows[: page.limit]]
-    next_after = items[-1]["id"] if len(rows) > page.limit else None
-    return {"items": items, "next_after": next_after}
+async def list_products(db: Database, page: PageParams) -> ProductPage:
+    rows = await db.fetch(_PRODUCT_PAGE, after=page.after, limit_plus_one=page.limit + 1)
+    items = [Product.model_validate(row) for row in rows[: page.limit]]
+    next_after = items[-1].id if len(rows) > page.limit else None
+    return ProductPage(items=items, next_after=next_after)

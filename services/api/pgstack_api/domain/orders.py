@@ -9,19 +9,31 @@ each other in a cycle (no deadlocks to begin with; 40P01 is still retried if one
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pgstack_api.errors import ApiError, not_found
-from pgstack_api.schemas import OrderIn
+from pgstack_api.db import Database, Query
+from pgstack_api.domain.errors import NotFound, OutOfStock
+from pgstack_api.schemas import Order, OrderIn, OrderItem
 from pgstack_api.tables import order_items, orders, products, users
 
-
-class OutOfStock(ApiError):
-    def __init__(self, product_id: int) -> None:
-        super().__init__(409, "out_of_stock", f"product {product_id} has too little stock")
+# An order and its lines in one statement (one round trip): a LEFT JOIN, one row per line.
+_ORDER_BY_ID = Query(
+    sa.select(
+        orders.c.id,
+        orders.c.user_id,
+        orders.c.status,
+        orders.c.total_cents,
+        orders.c.created_at,
+        order_items.c.product_id,
+        order_items.c.quantity,
+        order_items.c.unit_price_cents,
+    )
+    .select_from(orders.outerjoin(order_items, order_items.c.order_id == orders.c.id))
+    .where(orders.c.id == sa.bindparam("id"))
+    .order_by(order_items.c.product_id)
+)
 
 
 def merged_quantities(order: OrderIn) -> list[tuple[int, int]]:
@@ -32,10 +44,10 @@ def merged_quantities(order: OrderIn) -> list[tuple[int, int]]:
     return sorted(totals.items())
 
 
-async def create_order(conn: AsyncConnection, order: OrderIn) -> dict[str, Any]:
+async def create_order(conn: AsyncConnection, order: OrderIn) -> Order:
     user = await conn.execute(sa.select(users.c.id).where(users.c.id == order.user_id))
     if user.first() is None:
-        raise not_found("user", order.user_id)
+        raise NotFound("user", order.user_id)
 
     lines: list[dict[str, int]] = []
     for product_id, quantity in merged_quantities(order):
@@ -51,7 +63,7 @@ async def create_order(conn: AsyncConnection, order: OrderIn) -> dict[str, Any]:
             # any stock already taken for earlier lines.
             exists = await conn.execute(sa.select(products.c.id).where(products.c.id == product_id))
             if exists.first() is None:
-                raise not_found("product", product_id)
+                raise NotFound("product", product_id)
             raise OutOfStock(product_id)
         lines.append({"product_id": product_id, "quantity": quantity, "unit_price_cents": price})
 
@@ -64,44 +76,26 @@ async def create_order(conn: AsyncConnection, order: OrderIn) -> dict[str, Any]:
         )
     ).one()
     await conn.execute(sa.insert(order_items), [{"order_id": created.id, **line} for line in lines])
-    return {
-        "id": created.id,
-        "user_id": order.user_id,
-        "status": created.status,
-        "total_cents": total,
-        "created_at": created.created_at.isoformat(),
-        "items": lines,
-    }
+    return Order(
+        id=created.id,
+        user_id=order.user_id,
+        status=created.status,
+        total_cents=total,
+        created_at=created.created_at,
+        items=[OrderItem.model_validate(line) for line in lines],
+    )
 
 
-async def get_order(conn: AsyncConnection, order_id: int) -> dict[str, Any]:
-    head = (
-        await conn.execute(
-            sa.select(
-                orders.c.id,
-                orders.c.user_id,
-                orders.c.status,
-                orders.c.total_cents,
-                orders.c.created_at,
-            ).where(orders.c.id == order_id)
-        )
-    ).first()
-    if head is None:
-        raise not_found("order", order_id)
-    items = (
-        await conn.execute(
-            sa.select(
-                order_items.c.product_id, order_items.c.quantity, order_items.c.unit_price_cents
-            )
-            .where(order_items.c.order_id == order_id)
-            .order_by(order_items.c.product_id)
-        )
-    ).all()
-    return {
-        "id": head.id,
-        "user_id": head.user_id,
-        "status": head.status,
-        "total_cents": head.total_cents,
-        "created_at": head.created_at.isoformat(),
-        "items": [dict(i._mapping) for i in items],
-    }
+async def get_order(db: Database, order_id: int) -> Order:
+    rows = await db.fetch(_ORDER_BY_ID, id=order_id)
+    if not rows:
+        raise NotFound("order", order_id)
+    head = rows[0]
+    return Order(
+        id=head["id"],
+        user_id=head["user_id"],
+        status=head["status"],
+        total_cents=head["total_cents"],
+        created_at=head["created_at"],
+        items=[OrderItem.model_validate(row) for row in rows if row["product_id"] is not None],
+    )

@@ -1,28 +1,55 @@
-"""/api/orders: create (takes stock), get."""
+"""/api/orders: place (takes stock), get."""
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
-
 from pgstack_api.domain import orders
-from pgstack_api.routes import database, parse_body, path_id
-from pgstack_api.schemas import OrderIn
+from pgstack_api.endpoints import Endpoint, Link, Resource
+from pgstack_api.schemas import IdPath, Order, OrderIn
 
-
-async def create_order(request: Request) -> JSONResponse:
-    data = await parse_body(request, OrderIn)
-    order = await database(request).run(lambda c: orders.create_order(c, data))
-    return JSONResponse(order, status_code=201, headers={"Location": f"/api/orders/{order['id']}"})
-
-
-async def get_order(request: Request) -> JSONResponse:
-    order_id = path_id(request, "order")
-    return JSONResponse(await database(request).run(lambda c: orders.get_order(c, order_id)))
-
-
-routes = [
-    Route("/api/orders", create_order, methods=["POST"]),
-    Route("/api/orders/{id:int}", get_order, methods=["GET"]),
+resources = [
+    Resource(
+        "/api/orders",
+        Endpoint(
+            "POST",
+            "placeOrder",
+            "Place an order: takes stock atomically; 409 out_of_stock if any line is short. "
+            "Send an Idempotency-Key to retry safely.",
+            orders.create_order,
+            Order,
+            status=201,
+            input=OrderIn,
+            errors=(404, 409),
+            writes=True,
+            location=lambda order: f"/api/orders/{order.id}",
+            links={
+                "GetOrder": Link("getOrder", {"id": "$response.body#/id"}),
+                "GetBuyer": Link("getUser", {"id": "$response.body#/user_id"}),
+                "GetFirstProduct": Link("getProduct", {"id": "$response.body#/items/0/product_id"}),
+                "OrderAgain": Link(
+                    "placeOrder",
+                    request_body={
+                        "user_id": "$response.body#/user_id",
+                        "items": [
+                            {"product_id": "$response.body#/items/0/product_id", "quantity": 1}
+                        ],
+                    },
+                    description="the same buyer orders one more of the first product",
+                ),
+            },
+        ),
+    ),
+    Resource(
+        "/api/orders/{id:int}",
+        Endpoint(
+            "GET",
+            "getOrder",
+            "Get an order with its items",
+            lambda db, path: orders.get_order(db, path.id),
+            Order,
+            input=IdPath,
+            source="path",
+            errors=(404,),
+            noun="order",
+        ),
+    ),
 ]

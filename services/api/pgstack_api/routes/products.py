@@ -1,36 +1,56 @@
-"""/api/products: list (keyset pages), get, create."""
+"""/api/products: list (keyset pages), create, get."""
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
-
 from pgstack_api.domain import catalog
-from pgstack_api.routes import database, parse_body, parse_query, path_id
-from pgstack_api.schemas import PageParams, ProductIn
+from pgstack_api.endpoints import Endpoint, Link, Resource
+from pgstack_api.schemas import IdPath, PageParams, Product, ProductIn, ProductPage
 
-
-async def list_products(request: Request) -> JSONResponse:
-    page = parse_query(request, PageParams)
-    return JSONResponse(await database(request).read(lambda c: catalog.list_products(c, page)))
-
-
-async def create_product(request: Request) -> JSONResponse:
-    data = await parse_body(request, ProductIn)
-    product = await database(request).run(lambda c: catalog.create_product(c, data))
-    return JSONResponse(
-        product, status_code=201, headers={"Location": f"/api/products/{product['id']}"}
-    )
-
-
-async def get_product(request: Request) -> JSONResponse:
-    product_id = path_id(request, "product")
-    return JSONResponse(await database(request).read(lambda c: catalog.get_product(c, product_id)))
-
-
-routes = [
-    Route("/api/products", list_products, methods=["GET"]),
-    Route("/api/products", create_product, methods=["POST"]),
-    Route("/api/products/{id:int}", get_product, methods=["GET"]),
+resources = [
+    Resource(
+        "/api/products",
+        Endpoint(
+            "GET",
+            "listProducts",
+            "List products, oldest first (keyset pagination: pass `next_after` as `after`)",
+            catalog.list_products,
+            ProductPage,
+            input=PageParams,
+            source="query",
+        ),
+        Endpoint(
+            "POST",
+            "createProduct",
+            "Create a product",
+            catalog.create_product,
+            Product,
+            status=201,
+            input=ProductIn,
+            errors=(409,),
+            writes=True,
+            location=lambda product: f"/api/products/{product.id}",
+            links={
+                "GetProduct": Link("getProduct", {"id": "$response.body#/id"}),
+                "OrderProduct": Link(
+                    "placeOrder",
+                    request_body={"items": [{"product_id": "$response.body#/id", "quantity": 1}]},
+                    description="an order for one of this product",
+                ),
+            },
+        ),
+    ),
+    Resource(
+        "/api/products/{id:int}",
+        Endpoint(
+            "GET",
+            "getProduct",
+            "Get a product",
+            lambda db, path: catalog.get_product(db, path.id),
+            Product,
+            input=IdPath,
+            source="path",
+            errors=(404,),
+            noun="product",
+        ),
+    ),
 ]

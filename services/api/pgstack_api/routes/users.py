@@ -2,27 +2,46 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
-
 from pgstack_api.domain import catalog
-from pgstack_api.routes import database, parse_body, path_id
-from pgstack_api.schemas import UserIn
+from pgstack_api.endpoints import Endpoint, Link, Resource
+from pgstack_api.schemas import IdPath, User, UserIn
 
-
-async def create_user(request: Request) -> JSONResponse:
-    data = await parse_body(request, UserIn)
-    user = await database(request).run(lambda c: catalog.create_user(c, data))
-    return JSONResponse(user, status_code=201, headers={"Location": f"/api/users/{user['id']}"})
-
-
-async def get_user(request: Request) -> JSONResponse:
-    user_id = path_id(request, "user")
-    return JSONResponse(await database(request).read(lambda c: catalog.get_user(c, user_id)))
-
-
-routes = [
-    Route("/api/users", create_user, methods=["POST"]),
-    Route("/api/users/{id:int}", get_user, methods=["GET"]),
+resources = [
+    Resource(
+        "/api/users",
+        Endpoint(
+            "POST",
+            "createUser",
+            "Create a user (the email is unique, compared without ASCII case)",
+            catalog.create_user,
+            User,
+            status=201,
+            input=UserIn,
+            errors=(409,),
+            writes=True,
+            location=lambda user: f"/api/users/{user.id}",
+            links={
+                "GetUser": Link("getUser", {"id": "$response.body#/id"}),
+                "PlaceOrder": Link(
+                    "placeOrder",
+                    request_body={"user_id": "$response.body#/id"},
+                    description="an order by this user",
+                ),
+            },
+        ),
+    ),
+    Resource(
+        "/api/users/{id:int}",
+        Endpoint(
+            "GET",
+            "getUser",
+            "Get a user",
+            lambda db, path: catalog.get_user(db, path.id),
+            User,
+            input=IdPath,
+            source="path",
+            errors=(404,),
+            noun="user",
+        ),
+    ),
 ]

@@ -1,0 +1,130 @@
+"""Memory and process limits: every service has them, and an API worker that pushes the API
+container past its memory limit is killed by the kernel and replaced by uvicorn's supervisor
+while the other workers keep serving."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.stack.compose import Stack
+
+# Small enough that a few dozen held request bodies (1 MiB each, the body limit) exceed it.
+API_MEMORY = "300m"
+MAX_HELD = 400  # bodies; bounded whatever happens
+SERVICES = ("postgres", "pgbouncer", "migrate", "api", "backup")
+
+
+def test_every_service_has_a_memory_and_a_pid_limit(stack: Stack) -> None:
+    for service in SERVICES:
+        found = stack.client.containers.list(
+            all=True, filters={"label": [f"com.docker.compose.project={stack.project}",
+                                         f"com.docker.compose.service={service}"]},
+        )  # fmt: skip
+        assert found, service
+        host = found[0].attrs["HostConfig"]
+        assert host["Memory"] > 0, service
+        assert host["PidsLimit"] and host["PidsLimit"] > 0, service
+
+
+@pytest.fixture(scope="module")
+def small_stack(stack_factory: Callable[[str], Stack]) -> Iterator[Stack]:
+    stack = stack_factory("limits")
+    stack.overrides["PGSTACK_API_MEMORY"] = API_MEMORY
+    stack.up()
+    yield stack
+
+
+def _workers(stack: Stack) -> set[int]:
+    top = stack.container("api").top(ps_args="-o pid,args")
+    return {int(row[0]) for row in top["Processes"] if "spawn_main" in row[1]}
+
+
+def _oom_kills(stack: Stack) -> int:
+    cid = stack.container("api").id
+    for path in (
+        Path(f"/sys/fs/cgroup/memory/docker/{cid}/memory.oom_control"),  # cgroup v1, cgroupfs
+        Path(f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/memory.events"),  # v2, systemd
+        Path(f"/sys/fs/cgroup/docker/{cid}/memory.events"),  # v2, cgroupfs
+    ):
+        if path.exists():
+            for line in path.read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == "oom_kill":
+                    return int(value)
+    raise AssertionError("no memory cgroup file for the api container")
+
+
+def _hold_body(port: int) -> socket.socket:
+    """A POST whose 1 MiB body is sent but for its last bytes: the worker holds it in memory."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    size = 1024 * 1024
+    sock.sendall(
+        b"POST /api/products HTTP/1.1\r\nHost: pgstack\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {size}\r\n\r\n".encode()
+        + b" " * (size - 16)
+    )
+    return sock
+
+
+@pytest.mark.chaos
+def test_a_worker_over_the_memory_limit_is_replaced_while_the_others_keep_serving(
+    small_stack: Stack,
+) -> None:
+    stack = small_stack
+    before, kills_before = _workers(stack), _oom_kills(stack)
+    assert len(before) == 3, before
+    started_at = stack.container("api").attrs["State"]["StartedAt"]
+
+    served: list[tuple[float, bool]] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        with httpx.Client(base_url=stack.base_url, timeout=5) as http:
+            while not stop.is_set():
+                try:
+                    ok = http.get("/livez").status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                served.append((time.monotonic(), ok))
+                time.sleep(0.05)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    held: list[socket.socket] = []
+    killed_at = None
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            while len(held) < MAX_HELD and killed_at is None:
+                held += pool.map(lambda _: _hold_body(stack.http_port), range(8))
+                if _oom_kills(stack) > kills_before:
+                    killed_at = time.monotonic()
+        assert killed_at is not None, f"no OOM kill after {len(held)} held bodies"
+    finally:
+        for sock in held:
+            sock.close()
+        time.sleep(3)
+        stop.set()
+        prober.join()
+
+    deadline = time.monotonic() + 60
+    while len(after := _workers(stack)) != 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(after) == 3, after
+    assert after - before, "no new worker replaced the killed one"
+    assert len(before & after) >= 1, "the surviving workers were replaced too"
+    stack.container("api").reload()
+    assert stack.container("api").attrs["State"]["StartedAt"] == started_at, "container restarted"
+    assert stack.container("api").attrs["State"]["Running"]
+    # The others kept serving: answers within a second of the kill, and hardly any failure.
+    assert any(ok and abs(t - killed_at) < 1.0 for t, ok in served), served[-20:]
+    assert sum(not ok for _, ok in served) <= 3, [s for s in served if not s[1]]
+    with stack.http() as http:
+        assert http.get("/readyz").status_code == 200
