@@ -8,7 +8,7 @@
 # tmpfs), owned by app and mode 0400, re-point the variable at the copy, then drop to app for
 # good. No service process runs as root.
 set -Eeuo pipefail
-# shellcheck source=../lib/pgstack-lib.sh
+# shellcheck source=SCRIPTDIR/../lib/pgstack-lib.sh
 source /usr/local/lib/pgstack/pgstack-lib.sh
 
 readonly APP_USER=app

@@ -6,9 +6,9 @@
 # restore its files. No password is involved: the service reaches PostgreSQL over the shared
 # socket as postgres (peer authentication).
 set -Eeuo pipefail
-# shellcheck source=../lib/pgstack-lib.sh
+# shellcheck source=SCRIPTDIR/../lib/pgstack-lib.sh
 source /usr/local/lib/pgstack/pgstack-lib.sh
-# shellcheck source=../lib/pgbackrest-conf.sh
+# shellcheck source=SCRIPTDIR/../lib/pgbackrest-conf.sh
 source /usr/local/lib/pgstack/pgbackrest-conf.sh
 
 # usage: backup_own DIR

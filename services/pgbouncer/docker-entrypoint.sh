@@ -4,7 +4,7 @@
 # Renders auth_file from the secret files (never logged), refuses pool sizes that do not fit
 # PostgreSQL's max_connections, then runs PgBouncer as the pgbouncer user.
 set -Eeuo pipefail
-# shellcheck source=../lib/pgstack-lib.sh
+# shellcheck source=SCRIPTDIR/../lib/pgstack-lib.sh
 source /usr/local/lib/pgstack/pgstack-lib.sh
 
 RENDER_DIR=/run/pgbouncer-secrets

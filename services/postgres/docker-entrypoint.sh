@@ -4,9 +4,9 @@
 # First start on an empty volume: initdb with data checksums and SCRAM, then roles and database from
 # the secret files (pgstack-db-init) on a socket-only server. Then the real server, as postgres.
 set -Eeuo pipefail
-# shellcheck source=../lib/pgstack-lib.sh
+# shellcheck source=SCRIPTDIR/../lib/pgstack-lib.sh
 source /usr/local/lib/pgstack/pgstack-lib.sh
-# shellcheck source=../lib/pgbackrest-conf.sh
+# shellcheck source=SCRIPTDIR/../lib/pgbackrest-conf.sh
 source /usr/local/lib/pgstack/pgbackrest-conf.sh
 
 # The data volume's root; the cluster is $PGDATA inside it (see the Dockerfile).
