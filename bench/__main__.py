@@ -21,7 +21,7 @@ from typing import Any
 import docker
 import httpx
 
-from bench import comparisons, connect_path, http_load, report
+from bench import backup, comparisons, connect_path, http_load, report
 from bench.baseline_api import pooled_direct_api
 from tests.stack.compose import IMAGE_TAG, REPO, Stack, build_images
 
@@ -178,11 +178,17 @@ def main() -> int:
         )
         results["soak"] = soak.as_dict()
         _log(f"  {soak.requests:,} requests, {soak.errors} errors")
+
+        if os.environ.get("BENCH_BACKUP", "1") == "1":
+            _log("backups and recovery (bench/backup.py; BENCH_BACKUP=0 skips them)")
+            results["backup"] = backup.run(stack, scale=10 if QUICK else backup.SCALE)
     finally:
         stack.down()
 
     results["machine"]["load_average_at_end"] = os.getloadavg()[0]
     results["targets"] = report.targets(results)
+    if "backup" in results:
+        results["targets"] += backup.targets(results["backup"])
     report.write(results)
     failed = [t for t in results["targets"] if not t["met"]]
     for t in results["targets"]:

@@ -1,133 +1,168 @@
-"""Backup and restore on a generated database of BENCH_BACKUP_MB (default 1024) MB, beside raw
-`pg_dump -Fc` / `pg_restore` of the same database in the same run, and zstd vs pg_dump's
-default compression (gzip).
+"""Backups and recovery on a pgbench database of scale BENCH_BACKUP_SCALE (150: ~2.2 GB), each
+against a baseline measured in the same run on the same data:
 
-Call from the bench driver with a running stack (it must include the backup service):
-    results["backup"] = backup.run(stack)
-Targets: raw_dump_s / service_dump_s >= 0.9 and raw_restore_s / service_restore_s >= 0.9
-(the service adds at most ~10% over the raw tools); the zstd/gzip size ratio is reported, and the
-verification's own cost (exact row counts, dropping the scratch database) beside the restore.
+- a full pgBackRest backup (zstd, BACKUP_PROCESS_MAX processes) vs a raw `pg_basebackup` with zstd
+  compression (target: >= 0.9x its throughput);
+- an incremental backup after changing 1% of the rows vs the full backup (target: <= 0.15x its
+  time). The 1% is contiguous (`aid <= scale * 1000`, the hot end of a table): scattered updates
+  of 1% of pgbench_accounts' rows touch most of its pages, which no block-level incremental can
+  skip;
+- a point-in-time recovery, from stopping postgres to the API serving, vs copying the data
+  directory once (target: <= 1.5x);
+- beside them: how long the API is unavailable during a dump restore and a point-in-time recovery,
+  and the dump and its test restore vs raw `pg_dump` / `pg_restore` of the same database.
+
+Call from the bench driver with a running stack: `results["backup"] = backup.run(stack)`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import time
 from typing import Any
 
-from tests.stack.compose import Stack
+from tests.stack.compose import REPO, Stack
 
-SIZE_MB = int(os.environ.get("BENCH_BACKUP_MB", "1024"))
-# ~240 bytes a row on disk (three md5 texts, a 128-char text, a timestamp): rows for SIZE_MB.
-_ROW_BYTES = 240
-_CLI = ("exec", "-T", "--user", "pgbackup", "backup")
-_CONN = "host=postgres dbname=pgstack user=app_backup"
-_SCRATCH = "pgstack_bench_restore"
+SCALE = int(os.environ.get("BENCH_BACKUP_SCALE", "150"))
+_AS_POSTGRES = ("exec", "-T", "--user", "postgres")
+_SOCKET = "host=/var/run/postgresql dbname=pgstack user=postgres"
+_WORK = "/var/lib/pgstack-backup/bench"
 
 
 def _log(message: str) -> None:
     print(f"[bench backup] {message}", flush=True)
 
 
-def _sh(stack: Stack, script: str, timeout: float = 1800) -> float:
-    """Run a shell script in the backup container as its user; return the wall time."""
+def _timed(stack: Stack, service: str, script: str, timeout: float = 3600) -> tuple[float, str]:
+    """Run a shell script in `service` as postgres; return (wall seconds, output)."""
     started = time.monotonic()
-    result = stack.compose(*_CLI, "sh", "-ec", script, check=False, timeout=timeout)
+    result = stack.compose(*_AS_POSTGRES, service, "sh", "-ec", script, check=False,
+                           timeout=timeout)  # fmt: skip
     if result.returncode != 0:
-        raise RuntimeError(f"{script!r} failed: {result.stdout[-1000:]}{result.stderr[-1000:]}")
-    return time.monotonic() - started
+        raise RuntimeError(f"{script!r} failed: {result.stdout[-1500:]}{result.stderr[-1500:]}")
+    return time.monotonic() - started, result.stdout
 
 
-def _events(stdout: str) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    for line in stdout.splitlines():
-        if line.startswith("{"):
-            event = json.loads(line)
-            found[event["event"]] = event
-    return found
-
-
-def _generate(stack: Stack, size_mb: int) -> int:
-    rows = size_mb * 1024 * 1024 // _ROW_BYTES
-    stack.psql("DROP TABLE IF EXISTS public.bench_backup")
-    stack.psql(
-        "CREATE TABLE public.bench_backup AS SELECT g AS id, md5(g::text) AS a, "
-        "md5((g * 7)::text) AS b, repeat(md5((g * 13)::text), 4) AS c, "
-        f"now() - g * interval '1 second' AS t FROM generate_series(1, {rows}) AS g"
-    )
-    stack.psql("ALTER TABLE public.bench_backup ADD PRIMARY KEY (id)")
-    return int(stack.psql("SELECT pg_database_size('pgstack')"))
-
-
-def run(stack: Stack, size_mb: int = SIZE_MB) -> dict[str, Any]:
-    _log(f"generating a {size_mb} MB table")
-    db_bytes = _generate(stack, size_mb)
-    _log(f"database is {db_bytes / 1e6:.0f} MB; the service's backup (dump + verify + base)")
-    result = stack.compose(*_CLI, "pgstack-backup", "run", check=False, timeout=3600)
+def _make(stack: Stack, *args: str) -> tuple[float, str]:
+    started = time.monotonic()
+    result = subprocess.run(["make", "--no-print-directory", *args], cwd=REPO, env=stack.env,
+                            capture_output=True, text=True, timeout=7200, check=False)  # fmt: skip
     if result.returncode != 0:
-        raise RuntimeError(f"pgstack-backup run failed: {result.stdout[-2000:]}")
-    events = _events(result.stdout)
-    service_dump_s = float(events["dump_finished"]["duration_s"])
-    verified = events["verified"]["restore"]
-    # Like for like: the service's pg_restore step against a raw pg_restore of the same archive;
-    # the verification around it (exact row counts, dropping the scratch database) beside it.
-    service_restore_s = float(verified["pg_restore_s"])
-    verify_total_s = float(verified["duration_s"])
-    zstd_bytes = int(events["dump_finished"]["size"])
+        raise RuntimeError(
+            f"make {' '.join(args)} failed: {result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
+    return time.monotonic() - started, result.stdout
 
-    _log("raw pg_dump -Fc --compress=zstd:3, then the default (gzip)")
-    raw = "/var/lib/pgstack-backup/bench-raw.dump"
-    raw_dump_s = _sh(stack, f"pg_dump -Fc --compress=zstd:3 -f {raw} '{_CONN}'")
-    gzip_path = "/var/lib/pgstack-backup/bench-gzip.dump"
-    gzip_dump_s = _sh(stack, f"pg_dump -Fc -f {gzip_path} '{_CONN}'")
-    sizes = stack.compose(*_CLI, "stat", "-c", "%s", raw, gzip_path).stdout.split()
-    raw_zstd_bytes, gzip_bytes = int(sizes[0]), int(sizes[1])
 
-    _log("raw pg_restore of the same archive into a scratch database")
-    writable = "PGOPTIONS='-c default_transaction_read_only=off'"
-    admin = f"{writable} psql -q 'host=postgres dbname=postgres user=app_backup'"
-    raw_restore_s = _sh(stack, (
-        f"{admin} -c 'DROP DATABASE IF EXISTS {_SCRATCH}' -c 'CREATE DATABASE {_SCRATCH}'; "
-        f"pg_restore -l {raw} | grep -v EXTENSION > /tmp/bench.list; "
-        f"{writable} pg_restore --no-owner --no-privileges --exit-on-error --single-transaction "
-        f"-L /tmp/bench.list -d 'host=postgres dbname={_SCRATCH} user=app_backup' {raw}"
+def _unavailable_s(output: str) -> float:
+    match = re.search(r"the API was unavailable for (\d+) s", output)
+    if not match:
+        raise RuntimeError(f"no unavailability figure in: {output[-1500:]}")
+    return float(match.group(1))
+
+
+def _last(output: str, event: str) -> dict[str, Any]:
+    lines = [json.loads(x) for x in output.splitlines() if x.startswith("{")]
+    return [e for e in lines if e.get("event") == event][-1]
+
+
+def run(stack: Stack, scale: int = SCALE) -> dict[str, Any]:
+    figures: dict[str, Any] = {"scale": scale}
+    _log(f"pgbench -i -s {scale}")
+    _timed(stack, "postgres", f"pgbench -i -s {scale} -q --no-vacuum '{_SOCKET}' >/dev/null; "
+                              f"psql -q '{_SOCKET}' -c 'VACUUM ANALYZE'")  # fmt: skip
+    _make(stack, "backup")  # the stanza, and a first backup
+    figures["database_bytes"] = int(stack.psql("SELECT pg_database_size('pgstack')"))
+    _log(f"database: {figures['database_bytes'] / 1e9:.2f} GB")
+
+    _log("raw pg_basebackup (tar, zstd) vs a full pgBackRest backup")
+    raw_s, _ = _timed(stack, "backup", (
+        f"rm -rf {_WORK}; mkdir -p {_WORK}; pg_basebackup -h /var/run/postgresql -U postgres "
+        f"-D {_WORK}/base -Ft --compress=client-zstd:3 --checkpoint=fast --wal-method=stream; "
+        f"du -sb {_WORK}/base | cut -f1; rm -rf {_WORK}"
     ))  # fmt: skip
-    _sh(stack, f"{admin} -c 'DROP DATABASE {_SCRATCH}'; rm -f {raw} {gzip_path} /tmp/bench.list")
-    stack.psql("DROP TABLE public.bench_backup")
-    figures = {
-        "database_bytes": db_bytes,
-        "service_dump_s": service_dump_s,
-        "raw_dump_s": round(raw_dump_s, 3),
-        "dump_ratio": round(raw_dump_s / service_dump_s, 3),
-        "service_restore_s": service_restore_s,
-        "raw_restore_s": round(raw_restore_s, 3),
-        "restore_ratio": round(raw_restore_s / service_restore_s, 3),
-        "service_verify_total_s": verify_total_s,
-        "service_verify_count_s": float(verified["count_s"]),
-        "service_verify_drop_s": float(verified["drop_s"]),
-        "service_run_s": float(events["backup"]["duration_s"]),
-        "zstd_bytes": zstd_bytes,
-        "raw_zstd_bytes": raw_zstd_bytes,
-        "gzip_bytes": gzip_bytes,
-        "gzip_dump_s": round(gzip_dump_s, 3),
-        "zstd_vs_gzip_size": round(zstd_bytes / gzip_bytes, 3),
-    }
+    full_s, _ = _timed(stack, "backup", "pgbackrest --stanza=pgstack backup --type=full")
+    figures.update(basebackup_s=round(raw_s, 2), pgbackrest_full_s=round(full_s, 2),
+                   full_vs_basebackup_throughput=round(raw_s / full_s, 3))  # fmt: skip
+
+    rows = scale * 1000
+    _log(f"changing {rows} rows (1%), then an incremental backup")
+    stack.psql(f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= {rows}")
+    stack.psql("CHECKPOINT")
+    incr_s, _ = _timed(stack, "backup", "pgbackrest --stanza=pgstack backup --type=incr")
+    figures.update(pgbackrest_incr_s=round(incr_s, 2),
+                   incr_vs_full_time=round(incr_s / full_s, 3))  # fmt: skip
+
+    _log("copying the data directory once (the floor of any restore)")
+    copy_s, _ = _timed(stack, "backup", (
+        f"rm -rf {_WORK}; mkdir -p {_WORK}; cp -a /var/lib/postgresql/data/pgdata {_WORK}/copy; "
+        f"sync; rm -rf {_WORK}"
+    ))  # fmt: skip
+    _log("point-in-time recovery to now")
+    stack.psql("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+               "VALUES (1, 1, 1, 0, now())")  # fmt: skip
+    time.sleep(1)
+    target = stack.psql("SELECT now()")
+    pitr_total_s, out = _make(stack, "restore", f"TARGET_TIME={target}", "CONFIRM=1")
+    pitr_down_s = _unavailable_s(out)
+    figures.update(copy_datadir_s=round(copy_s, 2), pitr_unavailable_s=pitr_down_s,
+                   pitr_command_s=round(pitr_total_s, 1),
+                   pitr_vs_copy=round(pitr_down_s / copy_s, 3))  # fmt: skip
+
+    _log("the service's run (physical + dump + test restore), raw pg_dump and pg_restore beside it")
+    _, out = _make(stack, "backup")
+    dump = _last(out, "dump_finished")
+    verified = _last(out, "verified")["restore"]
+    raw_dump_s, _ = _timed(stack, "backup", (
+        f"rm -rf {_WORK}; mkdir -p {_WORK}; pg_dump -Fc --compress=zstd:3 -f {_WORK}/raw.dump "
+        f"'{_SOCKET}'"
+    ))  # fmt: skip
+    stack.psql("DROP DATABASE IF EXISTS bench_raw", database="postgres")
+    stack.psql("CREATE DATABASE bench_raw", database="postgres")
+    raw_restore_s, _ = _timed(stack, "backup", (
+        f"pg_restore --no-owner --exit-on-error --single-transaction "
+        f"-d 'host=/var/run/postgresql dbname=bench_raw user=postgres' {_WORK}/raw.dump; "
+        f"rm -rf {_WORK}"
+    ))  # fmt: skip
+    stack.psql("DROP DATABASE bench_raw", database="postgres")
+    figures.update(service_dump_s=float(dump["duration_s"]), raw_dump_s=round(raw_dump_s, 2),
+                   dump_ratio=round(raw_dump_s / float(dump["duration_s"]), 3),
+                   service_test_restore_s=float(verified["pg_restore_s"]),
+                   raw_restore_s=round(raw_restore_s, 2),
+                   test_restore_ratio=round(raw_restore_s / float(verified["pg_restore_s"]), 3),
+                   dump_bytes=int(dump["size"]))  # fmt: skip
+
+    _log("a dump restore of the same database")
+    dump_total_s, out = _make(stack, "restore", "BACKUP=latest", "CONFIRM=1")
+    figures.update(dump_restore_unavailable_s=_unavailable_s(out),
+                   dump_restore_command_s=round(dump_total_s, 1))  # fmt: skip
+    stack.psql("DROP TABLE IF EXISTS pgbench_accounts, pgbench_branches, pgbench_tellers, "
+               "pgbench_history")  # fmt: skip
+    for name in stack.psql("SELECT datname FROM pg_database WHERE datname LIKE 'pgstack_before_%'",
+                           database="postgres").split():  # fmt: skip
+        stack.psql(f'DROP DATABASE "{name}"', database="postgres")
     _log(json.dumps(figures))
     return figures
 
 
 def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets, in the shape of bench.report's target rows."""
-    return [
-        {"name": "backup: raw pg_dump time / service dump time", "value": figures["dump_ratio"],
-         "target": ">= 0.9", "met": figures["dump_ratio"] >= 0.9},
-        {"name": "backup: raw pg_restore time / service test restore (pg_restore step)", "value":
-         figures["restore_ratio"], "target": ">= 0.9", "met": figures["restore_ratio"] >= 0.9},
+    rows = [
+        ("backup: full pgBackRest throughput vs raw pg_basebackup (zstd)",
+         figures["full_vs_basebackup_throughput"], ">= 0.9",
+         figures["full_vs_basebackup_throughput"] >= 0.9),
+        ("backup: incremental after 1% of rows changed, time vs the full",
+         figures["incr_vs_full_time"], "<= 0.15", figures["incr_vs_full_time"] <= 0.15),
+        ("backup: PITR, postgres stopped to API serving, vs copying the data directory",
+         figures["pitr_vs_copy"], "<= 1.5", figures["pitr_vs_copy"] <= 1.5),
     ]  # fmt: skip
+    return [{"name": n, "value": float(v), "target": t, "met": bool(m)} for n, v, t, m in rows]
 
 
-if __name__ == "__main__":  # a quick look on a running stack: python -m bench.backup
+if __name__ == "__main__":  # on a running stack: python -m bench.backup
     import pathlib
 
     project = os.environ.get("COMPOSE_PROJECT_NAME", "pgstack")

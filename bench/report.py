@@ -57,7 +57,9 @@ def _chart(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    panels = 3 if "backup" in results else 2
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5))
+    left, right = axes[0], axes[1]
     cp = results["connect_path"]
     bars = left.barh(
         [r["name"] for r in cp], [r["tps"] for r in cp], color=["#2b7bb9", "#9ecae1", "#d95f0e"]
@@ -72,7 +74,20 @@ def _chart(results: dict[str, Any], path: Path) -> None:
     right.bar_label(bars, fmt="{:,.0f}", padding=3)
     right.set_xlabel("requests per second (wrk, 64 connections)")
     right.set_title("API throughput")
-    for axis in (left, right):
+    if "backup" in results:
+        b = results["backup"]
+        names = ["pg_basebackup (zstd)", "pgBackRest full", "pgBackRest incr (1%)",
+                 "copy data dir", "PITR: API away", "dump restore: API away"]  # fmt: skip
+        keys = ["basebackup_s", "pgbackrest_full_s", "pgbackrest_incr_s", "copy_datadir_s",
+                "pitr_unavailable_s", "dump_restore_unavailable_s"]  # fmt: skip
+        values = [b[k] for k in keys]
+        bars = axes[2].barh(names, values, color="#756bb1")
+        axes[2].bar_label(bars, fmt="{:,.1f} s", padding=3)
+        axes[2].set_xlabel(
+            f"seconds, {b['database_bytes'] / 1e9:.1f} GB database (lower is better)"
+        )
+        axes[2].set_title("Backups and recovery")
+    for axis in axes:
         axis.margins(x=0.2)  # room for the labels
         axis.invert_yaxis()
         axis.grid(axis="x", alpha=0.3)
@@ -109,6 +124,9 @@ def _table(results: dict[str, Any]) -> str:
             f"| {r['name']} | {r['connections']} | {r['requests_per_s']:,.0f} | {r['p50_ms']:.2f} "
             f"| {r['p99_ms']:.2f} | {r['errors']} |"
         )
+    if "backup" in results:
+        lines += ["", "| backups and recovery | value |", "|---|---|"]
+        lines += [f"| {k} | {v:,} |" for k, v in results["backup"].items()]
     return "\n".join(lines)
 
 
