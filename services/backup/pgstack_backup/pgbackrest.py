@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -59,11 +59,14 @@ class Backup:
         )  # fmt: skip
 
 
-def command(settings: Settings, *args: str, label: str = "", progress: bool = False) -> str:
-    """Run `pgbackrest --stanza=pgstack <args>`; StanzaMismatch or ToolFailed on failure."""
+def command(settings: Settings, *args: str, label: str = "", progress: bool = False,
+            probe: Callable[[], dict[str, Any]] | None = None) -> str:  # fmt: skip
+    """Run `pgbackrest --stanza=pgstack <args>`; StanzaMismatch or ToolFailed on failure.
+    Progress lines: `progress` reads a running backup's own figures from `info`; `probe` is any
+    other measure (a restore's bytes written)."""
     argv = ["pgbackrest", f"--stanza={STANZA}", *args]
 
-    def probe() -> dict[str, Any]:
+    def backup_progress() -> dict[str, Any]:
         held = info(settings).get("status", {}).get("lock", {}).get("backup", {})
         done, total = held.get("size-cplt"), held.get("size")
         return {"bytes_done": done, "bytes": total} if total else {}
@@ -71,7 +74,7 @@ def command(settings: Settings, *args: str, label: str = "", progress: bool = Fa
     try:
         return tools.run(argv, label=label or f"pgbackrest {args[0]}",
                          interval=settings.progress_interval_s,
-                         progress=probe if progress else None)  # fmt: skip
+                         progress=backup_progress if progress else probe)  # fmt: skip
     except tools.ToolFailed as exc:
         if exc.code in _MISMATCH_CODES:
             raise StanzaMismatch(mismatch_help(exc.stderr)) from exc

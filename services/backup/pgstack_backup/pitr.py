@@ -136,6 +136,8 @@ def restore(settings: Settings, target: datetime) -> dict[str, Any]:
             f"--target={target.isoformat(sep=' ')}", "--target-action=promote",
             # No reads from a half-replayed database (pitr-restore.sh resets it after promotion).
             "--recovery-option=hot_standby=off", label="pgbackrest_restore",
+            probe=lambda: {"bytes_done": tools.directory_bytes(layout.pgdata),
+                           "bytes": chosen.size},
         )  # fmt: skip
     except BaseException as exc:
         log.event("pitr", step="restore_failed", error=f"{type(exc).__name__}: {exc}")
