@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,16 @@ class BackupStack(Stack):
         assert code == 0, out
         stanzas = json.loads(out)
         return list(stanzas[0].get("backup", [])) if stanzas else []
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """/readyz answers 200 three times in a row: every API worker has seen the database back
+        (each caches its readiness for about a second)."""
+        deadline, streak = time.monotonic() + timeout, 0
+        with self.http(timeout=5) as http:
+            while streak < 3:
+                assert time.monotonic() < deadline, f"/readyz not steadily 200 after {timeout} s"
+                streak = streak + 1 if http.get("/readyz").status_code == 200 else 0
+                time.sleep(0.3)
 
     def rows(self, where: str) -> int:
         return int(self.psql(f"SELECT count(*) FROM users WHERE {where}"))

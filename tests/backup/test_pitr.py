@@ -46,8 +46,8 @@ def _started_at(stack: BackupStack) -> str:
 
 
 def _serving(stack: BackupStack) -> None:
+    stack.wait_ready()
     with stack.http() as http:
-        assert http.get("/readyz").status_code == 200
         assert http.get("/api/products").status_code == 200
 
 

@@ -15,8 +15,7 @@ from tests.backup.conftest import BackupStack, last_event
 def _restore(stack: BackupStack, name: str) -> None:
     restored = stack.make("restore", f"BACKUP={name}", "CONFIRM=1", timeout=400)
     assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-3000:]
-    with stack.http() as http:
-        assert http.get("/readyz").status_code == 200
+    stack.wait_ready()
 
 
 def test_db_init_then_backup_then_restore(bstack: BackupStack) -> None:
@@ -59,8 +58,7 @@ def test_a_dump_that_make_restore_cannot_restore_never_counts_as_verified(
         refused = bstack.make("restore", f"BACKUP={name}", "CONFIRM=1", timeout=400)
         assert refused.returncode != 0 and "event trigger" in refused.stdout
         assert bstack.psql("SELECT count(*) FROM users") == rows  # the live data stayed
-        with bstack.http() as http:
-            assert http.get("/readyz").status_code == 200
+        bstack.wait_ready()  # the API is let back in
     finally:
         bstack.psql(
             "DROP EVENT TRIGGER IF EXISTS noop; DROP FUNCTION IF EXISTS public.noop_trigger()"

@@ -100,8 +100,7 @@ def test_a_new_machine_recovers_the_cluster_from_the_bucket_alone(s3stack: Backu
     assert '"repo": 2' in restored.stdout
     assert s3stack.rows("name = 'from-the-bucket'") == 1
     assert s3stack.rows("name = 'too-late'") == 0
-    with s3stack.http() as http:
-        assert http.get("/readyz").status_code == 200
+    s3stack.wait_ready()
     # The recovered cluster is the bucket's own again: archiving and backups work, health is green.
     assert s3stack.backup_cli("check-archive").returncode == 0
     s3stack.wait_healthy("backup", timeout=60)

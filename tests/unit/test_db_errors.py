@@ -30,6 +30,9 @@ def wrapped(orig: Exception) -> sa_exc.DBAPIError:
         wrapped(pg_errors.TooManyConnections("sorry, too many clients already")),
         wrapped(pg_errors.QueryCanceled("canceling statement due to statement timeout")),
         sa_exc.InterfaceError("SELECT 1", {}, psycopg.InterfaceError("connection is closed")),
+        # A restore revokes the app role's CONNECT; PgBouncer relays the refused server login
+        # as the first statement's error.
+        wrapped(pg_errors.InsufficientPrivilege('permission denied for database "pgstack"')),
     ],
     ids=lambda e: type(getattr(e, "orig", e)).__name__,
 )
@@ -70,3 +73,10 @@ def test_an_unknown_commit_outcome_invites_a_retry_only_with_an_idempotency_key(
 
 def test_non_database_errors_are_not_classified() -> None:
     assert classify_db_error(ValueError("bug")) is None
+
+
+def test_a_privilege_error_in_a_query_is_a_bug_not_an_outage() -> None:
+    """Only the refused login (CONNECT revoked) means "away"; a missing table grant is a 500."""
+    failure = classify_db_error(wrapped(pg_errors.InsufficientPrivilege(
+        "permission denied for table orders")))  # fmt: skip
+    assert failure is None or failure.status == 500

@@ -91,12 +91,21 @@ def classify(exc: BaseException) -> Kind | None:
         return Kind.DUPLICATE
     state = sqlstate(exc)
     if state is not None:
+        if state == "42501" and _locked_out(inner):
+            return Kind.UNAVAILABLE
         return classify_code(state)
     if connection_lost(exc) or isinstance(exc, OSError):
         return Kind.UNAVAILABLE
     if isinstance(exc, (sa_exc.SQLAlchemyError, psycopg.Error)):
         return Kind.OTHER
     return None
+
+
+def _locked_out(inner: BaseException) -> bool:
+    """PgBouncer relays the server's refusal of its login as the client's first statement's
+    error: "permission denied for database" (42501) is the app role's CONNECT being revoked --
+    a restore locking the API out -- not a privilege bug in a query."""
+    return "permission denied for database" in str(inner)
 
 
 def _sqlite_locked(inner: BaseException) -> bool:
