@@ -110,7 +110,7 @@ def test_secrets_are_private_files_that_no_output_shows(target: Target) -> None:
     ).stdout
     modes = dict(line.split(" ", 1)[::-1] for line in listing.splitlines())
     assert modes.pop("pgstack /opt/pgstack/secrets") == "700"
-    assert len(modes) == 6 and set(modes.values()) == {"400"}, modes
+    assert len(modes) == 7 and set(modes.values()) == {"400"}, modes
     values = target.sh("cat /opt/pgstack/secrets/*; echo").stdout
     output = (target.workdir / "playbooks.log").read_text()
     assert "censored due to no_log" in output
