@@ -61,7 +61,8 @@ if [[ $FORCE != force ]]; then
 	pitr_step "1/6 check the target: archive the current WAL, compare with the recoverable window"
 	"${BACKUP_CLI[@]}" pitr-check --target-time "$TARGET"
 else
-	pitr_step "1/6 FORCE: the recoverable window is not checked (a failed replay rolls back)"
+	pitr_step "1/6 FORCE: archive the current WAL; the window is shown, not enforced (a failed replay rolls back)"
+	"${BACKUP_CLI[@]}" pitr-check --target-time "$TARGET" --no-refuse || true
 fi
 
 pitr_step "2/6 safety dump of the current state (kept whatever retention says; see make backup-list)"

@@ -83,6 +83,19 @@ def test_restore_to_a_time_gives_exactly_the_rows_committed_before_it(pstack: Ba
     assert pstack.backup_cli("health").returncode == 0
 
 
+def test_a_target_after_the_last_commit_recovers_everything_up_to_it(pstack: BackupStack) -> None:
+    """Recovery stops at the first commit after its target; when nothing was committed after
+    it, the recovery must still find one (the check makes it) instead of running off the end of
+    the archived WAL and failing."""
+    _insert(pstack, "last-before-target", 2)
+    time.sleep(1)
+    target = pstack.psql("SELECT now()")  # and nothing is written after it
+    restored = _restore(pstack, target)
+    assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-3000:]
+    assert pstack.rows("name = 'last-before-target'") == 2
+    _serving(pstack)
+
+
 @pytest.mark.parametrize(
     ("target", "says"),
     [

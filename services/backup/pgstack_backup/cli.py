@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     for name, what in steps.items():
         step = sub.add_parser(name, help=what)
         step.add_argument("--target-time", required=True)
+        if name == "pitr-check":
+            step.add_argument("--no-refuse", action="store_true",
+                              help="FORCE=1: report the window, refuse nothing")  # fmt: skip
     sub.add_parser("pitr-rollback", help="(postgres stopped) put the set-aside cluster back")
     sub.add_parser("pitr-finish", help="delete the set-aside cluster after a recovery")
     sub.add_parser(
@@ -182,9 +185,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> Exit:
         restore.reopen(settings)
         return Exit.OK
     if command == "pitr-check":
-        log.event(
-            "pitr_check", **pitr.check(settings, pitr.parse_target(args.target_time, settings.tz))
-        )
+        target = pitr.parse_target(args.target_time, settings.tz)
+        log.event("pitr_check", **pitr.check(settings, target, refuse=not args.no_refuse))
         return Exit.OK
     if command == "pitr-restore":
         pitr.restore(settings, pitr.parse_target(args.target_time, settings.tz))

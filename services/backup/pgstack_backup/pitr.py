@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pgstack_backup import log, pgbackrest, tools
+from pgstack_backup import db, log, pgbackrest, tools
 from pgstack_backup.settings import Settings
 
 EXAMPLE = "'2026-11-27 10:15:00+00:00'"
@@ -49,16 +49,22 @@ def parse_target(text: str, tz: ZoneInfo) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=tz)
 
 
-def check(settings: Settings, target: datetime) -> dict[str, Any]:
-    """Refuse (TargetRefused) a target that cannot be reached; return the window otherwise."""
+def check(settings: Settings, target: datetime, *, refuse: bool = True) -> dict[str, Any]:
+    """Refuse (TargetRefused) a target that cannot be reached; return the window otherwise.
+    With `refuse` off (FORCE=1) only say what the window is."""
     now = log.now()
     tz = settings.tz
-    if target > now:
+    if refuse and target > now:
         raise TargetRefused(
             f"TARGET_TIME {target.isoformat(sep=' ')} is in the future (it is now "
             f"{now.astimezone(tz).isoformat(sep=' ', timespec='seconds')}): recovery cannot "
             "replay what has not happened. Nothing was changed."
         )
+    # Recovery stops at the first commit after the target; with none in the archive it runs off
+    # the end of WAL and fails ("recovery ended before configured recovery target was reached").
+    # A commit now -- after the target -- and then the archive of the current WAL make one sure.
+    with db.connect(settings, "postgres") as conn:
+        conn.execute("SELECT txid_current()")
     archiving = "current"
     try:
         pgbackrest.command(settings, "check", label="pgbackrest_check")
@@ -76,7 +82,7 @@ def check(settings: Settings, target: datetime) -> dict[str, Any]:
         upper = max(times) if times else now
     spans = pgbackrest.recoverable(settings, stanza, upper)
     described = pgbackrest.describe(spans, tz)
-    if not any(start <= target <= end for start, end in spans):
+    if refuse and not any(start <= target <= end for start, end in spans):
         raise TargetRefused(
             f"TARGET_TIME {target.isoformat(sep=' ')} is outside the recoverable window: you can "
             f"restore to any time {described}. Nothing was changed."
