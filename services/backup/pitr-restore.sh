@@ -19,28 +19,39 @@ BACKUP_CLI=("${COMPOSE[@]}" exec --no-TTY --user postgres backup pgstack-backup)
 ONE_OFF=("${COMPOSE[@]}" run --rm --no-deps --no-TTY --volume "$PGDATA_VOLUME:/var/lib/postgresql/restore"
 	--env PGDATA=/var/lib/postgresql/restore/pgdata backup pgstack-backup)
 
-pitr_step() { printf '\n== %s\n' "$*"; }
+SECONDS=0
+pitr_step() { printf '\n== [%3d s] %s\n' "$SECONDS" "$*"; }
 pitr_error() { printf 'error: %s\n' "$*" >&2; }
+
+# The postgres container, straight through docker in the replay loop: compose would add a
+# second or more to every probe, and every second here is a second of outage.
+pitr_container() { PG=$("${COMPOSE[@]}" ps --all --quiet postgres); }
 
 # usage: pitr_psql SQL
 # One query as the superuser over postgres's own socket; prints the value, fails quietly.
 pitr_psql() {
-	"${COMPOSE[@]}" exec --no-TTY --user postgres postgres \
+	docker exec --user postgres "$PG" \
 		psql --no-psqlrc --quiet --tuples-only --no-align --dbname=postgres --command="$1" 2>/dev/null
 }
 
 # usage: pitr_container_state
 # "<restart count> <status>" of the postgres container.
-pitr_container_state() {
-	docker inspect --format '{{.RestartCount}} {{.State.Status}}' "$("${COMPOSE[@]}" ps --all --quiet postgres)"
-}
+pitr_container_state() { docker inspect --format '{{.RestartCount}} {{.State.Status}}' "$PG"; }
 
 # usage: pitr_serve
-# Start postgres, wait until it is healthy, then until the API (which kept running) is ready.
-# Not `up --wait` on the others: PgBouncer's health is red while postgres was away, and compose
-# fails at once on an unhealthy container instead of waiting for it to recover.
+# Start postgres if it is not running, wait until it accepts connections over TCP (the real
+# server, not an init-time one), then until the API -- which kept running -- is ready. Not
+# `up --wait`: it waits for a healthcheck interval, and fails at once on PgBouncer, whose health
+# is red while postgres was away, instead of waiting for it to recover.
 pitr_serve() {
-	"${COMPOSE[@]}" up --detach --wait --wait-timeout 300 --no-deps postgres
+	"${COMPOSE[@]}" up --detach --no-deps postgres
+	pitr_container
+	local tries
+	for tries in $(seq 1 600); do
+		docker exec "$PG" pg_isready --quiet --host=127.0.0.1 --port=5432 && break
+		((tries < 600)) || { pitr_error "postgres does not accept connections; make logs SERVICE=postgres"; return 1; }
+		sleep 0.5
+	done
 	"${COMPOSE[@]}" exec --no-TTY api python3 -c "$API_READY_WAIT"
 }
 
@@ -86,17 +97,18 @@ pitr_step "5/6 start postgres: it replays archived WAL up to the target, then pr
 # database; progress comes from the server's log ("restored log file ... from archive").
 started_at=$(date -u +%FT%TZ)
 "${COMPOSE[@]}" start postgres
+pitr_container
 read -r restarts _ <<<"$(pitr_container_state)"
 last_wal="" last_change=$(date +%s) last_print=0
 while :; do
-	sleep 2
+	sleep 0.5
 	read -r now_restarts status <<<"$(pitr_container_state)"
 	if [[ $status != running || $now_restarts != "$restarts" ]]; then
-		"${COMPOSE[@]}" logs --no-color --since "$started_at" postgres 2>&1 | grep -E 'FATAL|PANIC' | tail -n 3 >&2 || true
+		docker logs --since "$started_at" "$PG" 2>&1 | grep -E 'FATAL|PANIC' | tail -n 3 >&2 || true
 		pitr_rollback "postgres stopped during recovery (status $status, restarts $now_restarts); its log says why (above)"
 	fi
 	[[ $(pitr_psql "SELECT pg_is_in_recovery()" || true) == f ]] && break
-	wal=$("${COMPOSE[@]}" logs --no-color --since "$started_at" postgres 2>/dev/null |
+	wal=$(docker logs --since "$started_at" "$PG" 2>&1 |
 		sed -n 's/.*restored log file "\([0-9A-F]*\)" from archive.*/\1/p' | tail -n 1)
 	if [[ $wal != "$last_wal" ]]; then last_wal=$wal last_change=$(date +%s); fi
 	if (($(date +%s) - last_print >= 10)); then
@@ -111,10 +123,10 @@ pitr_psql "ALTER SYSTEM RESET hot_standby" >/dev/null
 pitr_psql "SELECT pg_reload_conf()" >/dev/null
 echo "recovered and promoted: $(pitr_psql "SELECT 'timeline ' || timeline_id FROM pg_control_checkpoint()")"
 
-pitr_step "6/6 migrations to head, roles and grants (db-init), then the API"
+pitr_step "6/6 roles and grants (db-init), migrations to head, then the API"
+docker exec "$PG" pgstack-db-init
 "${COMPOSE[@]}" run --rm --no-TTY migrate
-"${COMPOSE[@]}" exec --no-TTY postgres pgstack-db-init
-pitr_serve
+"${COMPOSE[@]}" exec --no-TTY api python3 -c "$API_READY_WAIT"
 trap - ERR INT TERM
 echo "the API was unavailable for $(($(date +%s) - down_since)) s"
 "${ONE_OFF[@]}" pitr-finish
