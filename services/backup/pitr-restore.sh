@@ -119,15 +119,23 @@ while :; do
 		pitr_rollback "no replay progress for ${STALL_S} s (PITR_STALL_TIMEOUT)"
 	fi
 done
+# Promoted: the recovery is done and the cluster serves. From here a failure is reported with its
+# fix, never rolled back; the set-aside cluster stays until the end (make restore-rollback).
+trap - ERR INT TERM
+pitr_after() {
+	pitr_error "the recovery is done and postgres serves, but $1 failed (above). Fix it, then" \
+		"$2; the previous cluster is kept until then ('make restore-rollback' goes back to it)."
+	exit 1
+}
 pitr_psql "ALTER SYSTEM RESET hot_standby" >/dev/null
 pitr_psql "SELECT pg_reload_conf()" >/dev/null
 echo "recovered and promoted: $(pitr_psql "SELECT 'timeline ' || timeline_id FROM pg_control_checkpoint()")"
 
 pitr_step "6/6 roles and grants (db-init), migrations to head, then the API"
-docker exec "$PG" pgstack-db-init
-"${COMPOSE[@]}" run --rm --no-TTY migrate
-"${COMPOSE[@]}" exec --no-TTY api python3 -c "$API_READY_WAIT"
-trap - ERR INT TERM
+docker exec "$PG" pgstack-db-init || pitr_after db-init "make db-init"
+# --no-deps: after a long replay postgres's healthcheck is still red, and migrate depends on it.
+"${COMPOSE[@]}" run --rm --no-deps --no-TTY migrate || pitr_after "the migrations" "make db-deploy"
+"${COMPOSE[@]}" exec --no-TTY api python3 -c "$API_READY_WAIT" || pitr_after "the API's readiness" "make logs SERVICE=api"
 echo "the API was unavailable for $(($(date +%s) - down_since)) s"
 "${ONE_OFF[@]}" pitr-finish
 echo "a backup on the new timeline (no retention runs: nothing older is deleted):"

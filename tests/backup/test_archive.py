@@ -23,9 +23,12 @@ def astack(backup_stack_factory: Callable[..., BackupStack]) -> Iterator[BackupS
     stack = backup_stack_factory(
         "archive", env={"WAL_ARCHIVE_QUEUE_MAX": str(3 * 16 * 1024 * 1024)}
     )
-    stack.up()
-    stack.backup()
-    yield stack
+    try:
+        stack.up()
+        stack.backup()
+        yield stack
+    finally:
+        stack.down()
 
 
 def _switch_wal(stack: BackupStack, times: int) -> None:

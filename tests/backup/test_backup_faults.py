@@ -5,7 +5,7 @@ backup volume (one stack whose backup volume and scratch space are small tmpfs m
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -59,6 +59,7 @@ def test_a_backup_killed_mid_dump_leaves_nothing_that_looks_complete_and_the_nex
     left = stack.backups()
     assert summary["backup"] in left and not [n for n in left if n.startswith(".partial-")]
     assert stack.backup_cli("health").returncode == 0
+    stack.down()  # on failure, the session's teardown removes it
 
 
 # Dumps only (the physical repository lives on the real volume, which postgres shares): the
@@ -83,10 +84,13 @@ services:
 
 
 @pytest.fixture(scope="module")
-def small(backup_stack_factory: Callable[..., BackupStack]) -> BackupStack:
+def small(backup_stack_factory: Callable[..., BackupStack]) -> Iterator[BackupStack]:
     stack = backup_stack_factory("small", override=SMALL_DISKS)
-    stack.up()
-    return stack
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
 
 
 def test_a_test_restore_the_machine_cannot_finish_leaves_the_backup_unverified_and_kept(

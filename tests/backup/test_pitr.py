@@ -23,9 +23,12 @@ pytestmark = pytest.mark.chaos
 def pstack(backup_stack_factory: Callable[..., BackupStack]) -> Iterator[BackupStack]:
     # One full chain kept, so the retention test can watch an older one go.
     stack = backup_stack_factory("pitr", env={"BACKUP_REPO1_RETENTION_FULL": "1"})
-    stack.up()
-    assert stack.backup()["physical"]["repo1"]["type"] == "full"
-    yield stack
+    try:
+        stack.up()
+        assert stack.backup()["physical"]["repo1"]["type"] == "full"
+        yield stack
+    finally:
+        stack.down()
 
 
 def _insert(stack: BackupStack, marker: str, count: int) -> None:
@@ -166,6 +169,50 @@ def test_a_crash_during_replay_puts_the_previous_cluster_back(pstack: BackupStac
     assert int(pstack.psql("SELECT count(*) FROM churn")) == 1500000
     _serving(pstack)
     pstack.psql("DROP TABLE churn")
+
+
+def test_an_interrupted_recovery_is_rolled_back_by_hand_and_the_next_one_ignores_its_branch(
+    pstack: BackupStack,
+) -> None:
+    """The command is killed once postgres has promoted (a closed terminal): the runbook's
+    `make restore-rollback` puts the previous cluster back, and a later recovery follows the live
+    cluster's history, not the abandoned branch the killed one left in the archive."""
+    _insert(pstack, "kept-history", 3)
+    time.sleep(1)
+    target = pstack.psql("SELECT now()")
+    command = ["make", "--no-print-directory", "restore", f"TARGET_TIME={target}", "CONFIRM=1"]
+    restore = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env=pstack.env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    with restore:
+        assert restore.stdout is not None
+        for line in restore.stdout:
+            if line.startswith("recovered and promoted"):
+                os.killpg(restore.pid, signal.SIGKILL)
+                break
+        restore.wait(timeout=60)
+    assert pstack.exec("postgres", "cat", "/var/lib/postgresql/data/RESTORE_IN_PROGRESS")[1] == (
+        "replaying"
+    )
+    rolled = pstack.make("restore-rollback", timeout=300)
+    assert rolled.returncode == 0, rolled.stdout[-2000:] + rolled.stderr[-2000:]
+    assert pstack.exec("postgres", "ls", "/var/lib/postgresql/data")[1].split() == ["pgdata"]
+    assert pstack.rows("name = 'kept-history'") == 3
+    _serving(pstack)
+
+    _insert(pstack, "after-rollback", 2)
+    time.sleep(1)
+    later = pstack.psql("SELECT now()")
+    restored = _restore(pstack, later)
+    assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-3000:]
+    assert (pstack.rows("name = 'kept-history'"), pstack.rows("name = 'after-rollback'")) == (3, 2)
+    _serving(pstack)
 
 
 def test_retention_keeps_the_wal_of_the_kept_backups_and_recovery_from_them_works(

@@ -6,7 +6,7 @@ machine is lost, a new one recovers the cluster from the bucket alone."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -38,7 +38,7 @@ volumes:
 @pytest.fixture(scope="module")
 def s3stack(
     backup_stack_factory: Callable[..., BackupStack], tmp_path_factory: pytest.TempPathFactory
-) -> BackupStack:
+) -> Iterator[BackupStack]:
     keys: Path = tmp_path_factory.mktemp("s3-keys")
     (keys / "key").write_text("pgstack-test-key")
     (keys / "secret").write_text("pgstack-test-secret")
@@ -51,9 +51,12 @@ def s3stack(
     }  # fmt: skip
     stack = backup_stack_factory("s3", env=env, override=S3_SERVICE,
                                  extra_files=("services/backup/compose.s3.yml",))  # fmt: skip
-    stack.compose("build", "--quiet", "s3")
-    stack.up()
-    return stack
+    try:
+        stack.compose("build", "--quiet", "s3")
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
 
 
 def test_backups_and_wal_reach_the_bucket_encrypted_over_verified_tls(s3stack: BackupStack) -> None:

@@ -69,9 +69,16 @@ def stack(stack_factory: Callable[[str], Stack]) -> Stack:
 
 
 @pytest.fixture(scope="module")
-def private_stack(stack_factory: Callable[[str], Stack], request: pytest.FixtureRequest) -> Stack:
-    """A stack of the module's own, for tests that stop, kill or signal its services."""
+def private_stack(
+    stack_factory: Callable[[str], Stack], request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    """A stack of the module's own, for tests that stop, kill or signal its services. Removed when
+    the module ends: each stack holds two networks from Docker's default address pools (about 30)
+    and keeps a CPU busy with health checks."""
     name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
     private = stack_factory(name)
-    private.up()
-    return private
+    try:
+        private.up()
+        yield private
+    finally:
+        private.down()

@@ -38,8 +38,11 @@ def test_every_service_has_a_memory_and_a_pid_limit(stack: Stack) -> None:
 def small_stack(stack_factory: Callable[[str], Stack]) -> Iterator[Stack]:
     stack = stack_factory("limits")
     stack.overrides["PGSTACK_API_MEMORY"] = API_MEMORY
-    stack.up()
-    yield stack
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
 
 
 def _workers(stack: Stack) -> set[int]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,11 +14,14 @@ from tests.stack.compose import IMAGE_TAG, REPO, Stack
 
 
 @pytest.fixture(scope="module")
-def bare_stack(stack_factory: Callable[[str], Stack]) -> Stack:
+def bare_stack(stack_factory: Callable[[str], Stack]) -> Iterator[Stack]:
     """Only PostgreSQL, on an empty database: migrations have not run."""
     stack = stack_factory("bare")
-    stack.up("postgres")
-    return stack
+    try:
+        stack.up("postgres")
+        yield stack
+    finally:
+        stack.down()
 
 
 def test_two_concurrent_migrate_runs_both_succeed_and_leave_one_schema(bare_stack: Stack) -> None:

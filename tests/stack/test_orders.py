@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.stack.compose import Stack, create_product, create_user
@@ -28,11 +30,21 @@ def test_fifty_concurrent_orders_for_the_last_ten_items_never_oversell(stack: St
         product = create_product(http, stock=10)
 
     def order(_: int) -> int:
+        # A well-behaved client: on a 503 (the machine too busy to connect in time) it waits the
+        # Retry-After and sends the same request with the same Idempotency-Key, so a retry can
+        # never place a second order.
+        key = str(uuid.uuid4())
         with stack.http(timeout=60) as client:
-            return client.post(
-                "/api/orders",
-                json={"user_id": user, "items": [{"product_id": product, "quantity": 1}]},
-            ).status_code
+            for _attempt in range(10):
+                response = client.post(
+                    "/api/orders",
+                    json={"user_id": user, "items": [{"product_id": product, "quantity": 1}]},
+                    headers={"Idempotency-Key": key},
+                )
+                if response.status_code != 503:
+                    return response.status_code
+                time.sleep(float(response.headers.get("Retry-After", "1")))
+            return response.status_code
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         statuses = list(pool.map(order, range(50)))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -69,6 +70,11 @@ def check(settings: Settings, target: datetime, *, refuse: bool = True) -> dict[
     try:
         pgbackrest.command(settings, "check", label="pgbackrest_check")
         upper = now
+    except pgbackrest.StanzaMismatch:
+        # The live cluster is not the repository's: a new machine recovering another's history.
+        # Its window ends at the newest WAL the repository holds.
+        archiving = "from another cluster (this one is not the repository's)"
+        upper = None
     except tools.ToolFailed as exc:
         archiving = f"failing ({exc})"
         upper = None
@@ -131,6 +137,7 @@ def restore(settings: Settings, target: datetime) -> dict[str, Any]:
     # The local repository when it has one (fast), else the off-site one (a new machine).
     chosen = [b for b in usable if b.repo == min(b.repo for b in usable)][-1]
     _require_space(layout.root, chosen.size)
+    timeline = _timeline_to_follow(layout.pgdata, pgbackrest.system_id(stanza))
     started = log.now()
     layout.mark("restoring")
     layout.pgdata.rename(layout.previous)
@@ -139,6 +146,7 @@ def restore(settings: Settings, target: datetime) -> dict[str, Any]:
         layout.pgdata.mkdir(mode=0o700)
         pgbackrest.command(
             settings, "restore", f"--repo={chosen.repo}", f"--set={chosen.label}", "--type=time",
+            f"--target-timeline={timeline}",
             f"--target={target.isoformat(sep=' ')}", "--target-action=promote",
             # No reads from a half-replayed database (pitr-restore.sh resets it after promotion).
             "--recovery-option=hot_standby=off", label="pgbackrest_restore",
@@ -151,11 +159,27 @@ def restore(settings: Settings, target: datetime) -> dict[str, Any]:
         raise
     layout.mark("replaying")
     summary = {"event": "pitr", "step": "restored", "backup": chosen.label, "repo": chosen.repo,
+               "timeline": timeline,
                "backup_finished_at": log.iso(chosen.stopped), "target": target.isoformat(),
                "bytes": tools.directory_bytes(layout.pgdata),
                "duration_s": round((log.now() - started).total_seconds(), 1)}  # fmt: skip
     log.event(**summary)  # type: ignore[arg-type]
     return summary
+
+
+def _timeline_to_follow(pgdata: Path, repo_system_id: int | None) -> str:
+    """The history to recover along: the live cluster's timeline. Not "latest": a recovery that
+    was rolled back after promoting leaves its timeline in the archive, and "latest" would follow
+    that abandoned branch. A cluster the repository does not know (a new machine) follows the
+    backup's own timeline ("current")."""
+    out = subprocess.run(["pg_controldata", str(pgdata)], capture_output=True, text=True,
+                         check=False, env={**os.environ, "LC_ALL": "C"}).stdout  # fmt: skip
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    system = fields.get("Database system identifier", "").strip()
+    timeline = fields.get("Latest checkpoint's TimeLineID", "").strip()
+    if timeline.isdigit() and system.isdigit() and int(system) == repo_system_id:
+        return timeline
+    return "current"
 
 
 def _require_space(root: Path, need: int) -> None:
