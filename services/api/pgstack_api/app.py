@@ -37,7 +37,7 @@ _log = logging.getLogger("pgstack_api")
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings if settings is not None else load_settings()
-    configure_logging(settings.log_format)
+    access_log = configure_logging(settings.log_format)
     metrics = Metrics()
 
     @asynccontextmanager
@@ -60,6 +60,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             await engine.dispose()
+            # uvicorn let in-flight requests finish before the shutdown: their counts and
+            # access lines are all in, and go out before the process does.
+            metrics.flush()
+            access_log.flush()
             _log.info("stopped")
 
     routes: list[BaseRoute] = [
@@ -81,7 +85,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Outermost first. The catch-all 500 (errors.handle_unexpected) sits outside them all.
         middleware=[
             Middleware(RequestIdMiddleware),
-            Middleware(AccessLogMiddleware),
+            Middleware(AccessLogMiddleware, log=access_log),
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes),
         ],

@@ -32,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from pgstack_api.connect import PreparsedConnect
 from pgstack_api.retry import (
     DEFAULT_POLICY,
     CommitOutcomeUnknown,
@@ -58,16 +59,17 @@ def create_engine(settings: Settings, url: URL | None = None) -> AsyncEngine:
         if settings.db_pool_size
         else {"poolclass": NullPool}
     )
-    return create_async_engine(
-        url,
-        **pooling,
-        connect_args={
+    connect = PreparsedConnect(
+        {
             # libpq connect parameters: a bounded connect, and a name PgBouncer and
             # pg_stat_activity show (PgBouncer forwards it via track_extra_parameters).
             "connect_timeout": settings.connect_timeout,
             "application_name": settings.application_name,
-        },
+        }
     )
+    engine = create_async_engine(url, **pooling, async_creator=connect)
+    connect.bind(engine)
+    return engine
 
 
 def _sqlite_engine(url: URL) -> AsyncEngine:

@@ -6,18 +6,16 @@ Starlette app). The answer to an unexpected exception is not here: errors.handle
 from __future__ import annotations
 
 import json
-import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pgstack_api.metrics import UNMATCHED, Metrics, method_label
-
-_log = logging.getLogger("pgstack_api.request")
+from pgstack_api.logging import AccessLog
+from pgstack_api.metrics import UNMATCHED, Metrics
 
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID_RAW = REQUEST_ID_HEADER.encode()
@@ -31,7 +29,8 @@ def valid_request_id(value: str | None) -> bool:
 
 def request_id_for(header: str | None) -> str:
     """Honour a well-formed incoming id, otherwise mint one."""
-    return header if header is not None and valid_request_id(header) else uuid.uuid4().hex
+    # 128 random bits in hex, like uuid4().hex without building a UUID.
+    return header if header is not None and valid_request_id(header) else os.urandom(16).hex()
 
 
 def content_length(headers: Headers) -> int | None:
@@ -84,8 +83,9 @@ class RequestIdMiddleware:
 class AccessLogMiddleware:
     """One JSON line per request: method, path, route template, status, duration, request id."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, log: AccessLog) -> None:
         self.app = app
+        self.log = log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -97,16 +97,13 @@ class AccessLogMiddleware:
             await self.app(scope, receive, _status_of(send, box))
         finally:
             route: Any = scope.get("route")
-            _log.info(
-                "request",
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "route": getattr(route, "path", UNMATCHED),
-                    "status": box[0],
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    "request_id": scope.get("state", {}).get("request_id"),
-                },
+            self.log.request(
+                scope["method"],
+                scope["path"],
+                getattr(route, "path", UNMATCHED),
+                box[0],
+                round((time.perf_counter() - started) * 1000, 2),
+                scope.get("state", {}).get("request_id"),
             )
 
 
@@ -127,10 +124,12 @@ class MetricsMiddleware:
             await self.app(scope, receive, _status_of(send, box))
         finally:
             route: Any = scope.get("route")
-            template = getattr(route, "path", UNMATCHED)
-            method = method_label(scope["method"])
-            self.metrics.requests.labels(method, template, str(box[0])).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
+            self.metrics.record(
+                scope["method"],
+                getattr(route, "path", UNMATCHED),
+                box[0],
+                time.perf_counter() - started,
+            )
 
 
 class BodyTooLarge(Exception):
