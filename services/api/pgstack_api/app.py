@@ -23,12 +23,7 @@ from pgstack_api.db import Database, create_engine
 from pgstack_api.endpoints import Endpoint, Resource
 from pgstack_api.logging import configure_logging
 from pgstack_api.metrics import Metrics, metrics_endpoint
-from pgstack_api.middleware import (
-    AccessLogMiddleware,
-    BodyLimitMiddleware,
-    MetricsMiddleware,
-    RequestIdMiddleware,
-)
+from pgstack_api.middleware import BodyLimitMiddleware, OutcomeMiddleware, RequestIdMiddleware
 from pgstack_api.retry import CommitOutcomeUnknown, DatabaseUnavailable
 from pgstack_api.routes import orders, products, users
 from pgstack_api.settings import Settings, load_settings
@@ -91,8 +86,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Outermost first. The catch-all 500 (errors.handle_unexpected) sits outside them all.
         middleware=[
             Middleware(RequestIdMiddleware),
-            Middleware(AccessLogMiddleware, log=access_log),
-            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(OutcomeMiddleware, log=access_log, metrics=metrics),
             Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes),
         ],
         exception_handlers={
