@@ -63,6 +63,8 @@ def build_old_api() -> None:
 
 @contextmanager
 def _container(stack: Stack, name: str, image: str, **kwargs: Any) -> Iterator[str]:
+    """Start a container beside the stack, wait for its /livez; yields the container's name
+    (the load runs inside its network namespace, bench/http_load.py)."""
     client = docker.from_env()
     port = free_port()
     container = client.containers.create(
@@ -86,7 +88,7 @@ def _container(stack: Stack, name: str, image: str, **kwargs: Any) -> Iterator[s
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name} not ready:\n{container.logs().decode()}")
             time.sleep(0.5)
-        yield url
+        yield str(container.name)
     finally:
         container.remove(force=True)
 
