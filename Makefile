@@ -193,7 +193,7 @@ deploy-check: $(TEST_VENV)/.installed ## On INVENTORY's hosts: every service hea
 	@$(ANSIBLE_PLAYBOOK) ansible/check.yml $(ANSIBLE_ARGS)
 
 ##@ Development
-.PHONY: dev test test-unit lint bench profile
+.PHONY: dev test test-unit lint bench
 dev: ## Run the API on the host against SQLite, with reload (no Docker needed).
 	@$(MAKE) -C services/api dev
 
@@ -223,6 +223,3 @@ lint: $(TEST_VENV)/.installed ## ruff, mypy (strict), hadolint and shellcheck on
 
 bench: preflight base-image secrets $(TEST_VENV)/.installed ## Benchmarks: docs/benchmarks.json, .png and the figures in docs/benchmarks.md.
 	@"$(TEST_VENV)/bin/python" -m bench
-
-profile: preflight base-image secrets $(TEST_VENV)/.installed ## Instructions per request in one API worker, counted by callgrind: docs/profile.json.
-	@"$(TEST_VENV)/bin/python" -m bench.profile

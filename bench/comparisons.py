@@ -55,10 +55,14 @@ def build_old_api() -> None:
             "secrets": {"ca_bundle": {"file": ca}},
         }  # fmt: skip
         (Path(tmp) / "compose.yml").write_text(json.dumps(spec))
-        subprocess.run(
-            ["docker", "compose", "--project-name", "pgstack-old-api-build", "build", "--quiet"],
-            cwd=tmp, check=True, capture_output=True,
+        # --file: the Makefile exports COMPOSE_FILE (the stack's), which would win otherwise.
+        built = subprocess.run(
+            ["docker", "compose", "--file", "compose.yml", "--project-name",
+             "pgstack-old-api-build", "build", "--quiet"],
+            cwd=tmp, capture_output=True, text=True,
         )  # fmt: skip
+        if built.returncode != 0:
+            raise RuntimeError(f"building {OLD_IMAGE} failed:\n{built.stderr[-3000:]}")
 
 
 @contextmanager

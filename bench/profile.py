@@ -1,10 +1,12 @@
-"""`make profile`: what one request costs the API's server process, counted, not timed.
+"""`python -m bench.profile`: what one request costs the API's server process, counted, not timed.
 
 callgrind counts the instructions a uvicorn worker executes for a fixed number of requests
 (bench/profile_driver.py, in the API image plus valgrind): the same figure on a busy machine as
 on an idle one, where requests per second on a shared 2-core host drift by half between runs.
 The API's /livez is set beside a bare Starlette app's, under the same server settings, and a
-read by id shows the database path. Writes docs/profile.json; docs/benchmarks.md explains it.
+read by id shows the database path. Writes docs/benchmarks.profile.json, which
+docs/benchmarks.md explains. Run: .venv-test/bin/python -m bench.profile (the PGSTACK_* knobs
+as for make bench).
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def main() -> int:
             _log(f"  {measured['instructions_per_request']:,.0f} instructions per request")
     finally:
         stack.down()
-    (REPO / "docs/profile.json").write_text(json.dumps(results, indent=2) + "\n")
+    (REPO / "docs/benchmarks.profile.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 
