@@ -6,7 +6,7 @@ endpoint from a client outside the measured process and reads the server's cost 
 those requests: callgrind's instruction count (deterministic: other work on the machine does not
 change it), or a cProfile table of where the time went. Prints one JSON object on stdout.
 
-Run by bench/profile.py (`python -m bench.profile`); by hand, in that container:
+Run by bench/instructions.py (`python -m bench.instructions`); by hand, in that container:
     python3 profile_driver.py callgrind api /livez /api/products/1
     python3 profile_driver.py cprofile api /livez
 """

@@ -1,12 +1,13 @@
-"""`python -m bench.profile`: what one request costs the API's server process, counted, not timed.
+"""What one request costs the API's server process: counted, not timed.
 
 callgrind counts the instructions a uvicorn worker executes for a fixed number of requests
 (bench/profile_driver.py, in the API image plus valgrind): the same figure on a busy machine as
 on an idle one, where requests per second on a shared 2-core host drift by half between runs.
 The API's /livez is set beside a bare Starlette app's, under the same server settings, and a
 read by id shows the database path. Writes docs/benchmarks.profile.json, which
-docs/benchmarks.md explains. Run: .venv-test/bin/python -m bench.profile (the PGSTACK_* knobs
-as for make bench).
+docs/benchmarks.md explains. Run: .venv-test/bin/python -m bench.instructions (the PGSTACK_*
+knobs as for make bench). Not bench/profile.py: that name would hide the standard library's
+`profile`, which cProfile imports, from the driver in the same folder.
 """
 
 from __future__ import annotations
