@@ -53,7 +53,9 @@ class PreparsedConnect:
         self._conninfo = conninfo
         return conninfo
 
-    async def __call__(self) -> psycopg.AsyncConnection[Any]:
+    async def __call__(self, *, autocommit: bool = False) -> psycopg.AsyncConnection[Any]:
+        """A new connection; `autocommit` as connect()'s argument of that name (born in
+        autocommit, where set_autocommit() afterwards costs a lock and a wait per connection)."""
         conninfo = self._conninfo or self._prepare()
         try:
             conn: psycopg.AsyncConnection[Any] = await waiting.wait_conn_async(
@@ -65,4 +67,5 @@ class PreparsedConnect:
             raise psycopg.errors.ConnectionTimeout("connection timeout expired") from None
         if self._context is not None:
             conn._adapters = AdaptersMap(self._context.adapters)
+        conn._autocommit = autocommit
         return conn

@@ -221,9 +221,9 @@ class Database:
             try:
                 async with asyncio.timeout(bound):
                     if self._connect is not None:
-                        raw = await self._connect()
+                        raw = await self._connect(autocommit=True)
                         try:
-                            return await _autocommit_rows(raw, sql, params)
+                            return await _rows(raw, sql, params)
                         finally:
                             await raw.close()
                     pooled = await self.engine.raw_connection()
@@ -231,7 +231,8 @@ class Database:
                         driver = pooled.driver_connection
                         assert isinstance(driver, psycopg.AsyncConnection)  # noqa: S101
                         try:
-                            return await _autocommit_rows(driver, sql, params)
+                            await driver.set_autocommit(True)
+                            return await _rows(driver, sql, params)
                         finally:
                             if not driver.closed:
                                 # Back to the pool as SQLAlchemy handed it out.
@@ -256,10 +257,9 @@ class Database:
 _PING = Query(sa.select(sa.literal_column("1").label("one")))
 
 
-async def _autocommit_rows(
+async def _rows(
     conn: psycopg.AsyncConnection[Any], sql: str, params: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    await conn.set_autocommit(True)
     # prepare=False: a NullPool connection never runs a statement twice.
     cursor = conn.cursor(row_factory=dict_row)
     await cursor.execute(sql, params, prepare=False)
