@@ -81,6 +81,14 @@ class Metrics:
         self._counts: dict[tuple[str, str, int], int] = {}
         self._latencies: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self._ready: bool | None = None
+
+    def set_ready(self, ok: bool) -> None:
+        """pgstack_ready, written to its file only when it changes: /readyz is probed often,
+        and each write costs what a request's counts did (see the module's docstring)."""
+        if ok is not self._ready:
+            self._ready = ok
+            self.ready.set(1 if ok else 0)
 
     def record(self, method: str, route: str, status: int, seconds: float) -> None:
         """One answered request: counted now, added to the Prometheus values by `flush`."""
