@@ -38,6 +38,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Batches wait on a timer of the loop they began in: one started under a previous
+        # loop (a test client's) would never fire in this one.
+        metrics.flush()
+        access_log.flush()
         engine = create_engine(settings)
         db = Database(engine, settings)
         app.state.db = db
