@@ -125,30 +125,32 @@ def main() -> int:
             f'{{"user_id": {buyer}, "items": [{{"product_id": {stocked}, "quantity": 1}}]}}',
         )
         workers = int(os.environ.get("PGSTACK_API_WORKERS", "3"))
+        api = str(stack.container("api").name)
         with (
-            pooled_direct_api(stack) as baseline_url,
-            comparisons.old_api(stack) as old_url,
-            comparisons.bare_starlette(stack, workers) as bare_url,
+            pooled_direct_api(stack) as pooled,
+            comparisons.old_api(stack) as old,
+            comparisons.bare_starlette(stack, workers) as bare,
         ):
-            targets: dict[str, tuple[str, str | None]] = {
-                "nullpool_pgbouncer/livez": (f"{stack.base_url}/livez", None),
-                "bare_starlette/livez": (f"{bare_url}/livez", None),
-                "nullpool_pgbouncer/readyz": (f"{stack.base_url}/readyz", None),
-                "nullpool_pgbouncer/product": (f"{stack.base_url}/api/products/{product}", None),
-                f"api_{comparisons.OLD_COMMIT}/product": (
-                    f"{old_url}/api/products/{product}", None,
-                ),
-                "pooled_direct/product": (f"{baseline_url}/api/products/{product}", None),
-                "nullpool_pgbouncer/order_post": (stack.base_url, order),
-            }  # fmt: skip
+            # (container, path, wrk script): each is loaded on its own loopback, so the
+            # figures compare servers, not Docker's userland proxy (bench/http_load.py).
+            targets: dict[str, tuple[str, str, str | None]] = {
+                "nullpool_pgbouncer/livez": (api, "/livez", None),
+                "bare_starlette/livez": (bare, "/livez", None),
+                "nullpool_pgbouncer/readyz": (api, "/readyz", None),
+                "nullpool_pgbouncer/product": (api, f"/api/products/{product}", None),
+                f"api_{comparisons.OLD_COMMIT}/product": (old, f"/api/products/{product}", None),
+                "pooled_direct/product": (pooled, f"/api/products/{product}", None),
+                "nullpool_pgbouncer/order_post": (api, "/", order),
+            }
             rounds: dict[str, list[http_load.LoadResult]] = {name: [] for name in targets}
             # Interleaved rounds, as for the connect path: compared figures share the drift.
             for round_no in range(HTTP_ROUNDS):
-                for name, (url, script) in targets.items():
+                for name, (container, path, script) in targets.items():
                     _log(f"HTTP {name}: 64 connections, {HTTP_SECONDS} s (round {round_no + 1})")
-                    rounds[name].append(
-                        http_load.wrk(name, url, seconds=HTTP_SECONDS, script=script)
-                    )
+                    rounds[name].append(http_load.wrk(
+                        name, f"http://127.0.0.1:8000{path}", seconds=HTTP_SECONDS,
+                        script=script, inside=container,
+                    ))  # fmt: skip
         http_results = [http_load.median(samples) for samples in rounds.values()]
         results["http"] = [r.as_dict() for r in http_results]
         for r in http_results:

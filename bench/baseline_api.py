@@ -54,6 +54,6 @@ def pooled_direct_api(stack: Stack) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"baseline API not ready:\n{container.logs().decode()}")
             time.sleep(0.5)
-        yield url
+        yield str(container.name)
     finally:
         container.remove(force=True)

@@ -55,14 +55,20 @@ def build_old_api() -> None:
             "secrets": {"ca_bundle": {"file": ca}},
         }  # fmt: skip
         (Path(tmp) / "compose.yml").write_text(json.dumps(spec))
-        subprocess.run(
-            ["docker", "compose", "--project-name", "pgstack-old-api-build", "build", "--quiet"],
-            cwd=tmp, check=True, capture_output=True,
+        # --file: the Makefile exports COMPOSE_FILE (the stack's), which would win otherwise.
+        built = subprocess.run(
+            ["docker", "compose", "--file", "compose.yml", "--project-name",
+             "pgstack-old-api-build", "build", "--quiet"],
+            cwd=tmp, capture_output=True, text=True,
         )  # fmt: skip
+        if built.returncode != 0:
+            raise RuntimeError(f"building {OLD_IMAGE} failed:\n{built.stderr[-3000:]}")
 
 
 @contextmanager
 def _container(stack: Stack, name: str, image: str, **kwargs: Any) -> Iterator[str]:
+    """Start a container beside the stack, wait for its /livez; yields the container's name
+    (the load runs inside its network namespace, bench/http_load.py)."""
     client = docker.from_env()
     port = free_port()
     container = client.containers.create(
@@ -86,7 +92,7 @@ def _container(stack: Stack, name: str, image: str, **kwargs: Any) -> Iterator[s
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{name} not ready:\n{container.logs().decode()}")
             time.sleep(0.5)
-        yield url
+        yield str(container.name)
     finally:
         container.remove(force=True)
 

@@ -27,7 +27,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     livez = _by_name(http, "nullpool_pgbouncer/livez")["requests_per_s"]
     bare = _by_name(http, "bare_starlette/livez")["requests_per_s"]
     readyz = _by_name(http, "nullpool_pgbouncer/readyz")["requests_per_s"]
-    worst = max(http, key=lambda r: r["p99_ms"] / r["p50_ms"])
+    # The API's own endpoints; the baselines' tails are in the table, not in the target.
+    worst = max(
+        (r for r in http if r["name"].startswith("nullpool_pgbouncer/")),
+        key=lambda r: r["p99_ms"] / r["p50_ms"],
+    )
     crowd, soak = results["crowd"], results["soak"]
     rows = [
         ("connect path vs no-auth ceiling (pgbench -C)", api_path / ceiling, ">= 0.9",

@@ -4,6 +4,8 @@ migrated SQLite database: the same app and migrations the stack runs, without Do
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -186,3 +188,16 @@ def test_the_openapi_schema_documents_the_error_responses(client: TestClient) ->
     assert {"201", "400", "404", "409", "413", "422", "503"} <= responses.keys()
     assert "Retry-After" in responses["503"]["headers"]
     assert "OrderIn" in schema["components"]["schemas"]
+
+
+def test_each_request_writes_one_access_line_within_the_flush_interval(
+    client: TestClient, capfd: pytest.CaptureFixture[str]
+) -> None:
+    capfd.readouterr()
+    client.get("/livez", headers={"X-Request-ID": "dev-access-line"})
+    time.sleep(0.3)  # the batch goes out at most 0.1 s after the request
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.strip()]
+    mine = [line for line in lines if line.get("request_id") == "dev-access-line"]
+    assert len(mine) == 1, lines
+    assert mine[0]["msg"] == "request" and mine[0]["status"] == 200
+    assert mine[0]["route"] == "/livez" and mine[0]["logger"] == "pgstack_api.request"

@@ -3,6 +3,7 @@ and disposes it after uvicorn's graceful shutdown has let in-flight requests fin
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -22,12 +23,7 @@ from pgstack_api.db import Database, create_engine
 from pgstack_api.endpoints import Endpoint, Resource
 from pgstack_api.logging import configure_logging
 from pgstack_api.metrics import Metrics, metrics_endpoint
-from pgstack_api.middleware import (
-    AccessLogMiddleware,
-    BodyLimitMiddleware,
-    MetricsMiddleware,
-    RequestIdMiddleware,
-)
+from pgstack_api.middleware import BodyLimitMiddleware, OutcomeMiddleware, RequestIdMiddleware
 from pgstack_api.retry import CommitOutcomeUnknown, DatabaseUnavailable
 from pgstack_api.routes import orders, products, users
 from pgstack_api.settings import Settings, load_settings
@@ -37,11 +33,15 @@ _log = logging.getLogger("pgstack_api")
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings if settings is not None else load_settings()
-    configure_logging(settings.log_format)
+    access_log = configure_logging(settings.log_format)
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Batches wait on a timer of the loop they began in: one started under a previous
+        # loop (a test client's) would never fire in this one.
+        metrics.flush()
+        access_log.flush()
         engine = create_engine(settings)
         db = Database(engine, settings)
         app.state.db = db
@@ -56,10 +56,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 "head_revision": app.state.head_revision,
             },
         )
+        # Everything built so far (modules, tables, models, routes) lives as long as the process:
+        # out of the collector's reach, a full collection no longer walks it (the pauses that
+        # made the slowest requests slower, docs/benchmarks.md).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
             await engine.dispose()
+            # uvicorn let in-flight requests finish before the shutdown: their counts and
+            # access lines are all in, and go out before the process does.
+            metrics.flush()
+            access_log.flush()
             _log.info("stopped")
 
     routes: list[BaseRoute] = [
@@ -81,8 +90,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Outermost first. The catch-all 500 (errors.handle_unexpected) sits outside them all.
         middleware=[
             Middleware(RequestIdMiddleware),
-            Middleware(AccessLogMiddleware),
-            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(OutcomeMiddleware, log=access_log, metrics=metrics),
             Middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes),
         ],
         exception_handlers={

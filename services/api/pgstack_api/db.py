@@ -31,7 +31,9 @@ from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
+from sqlalchemy.util import greenlet_spawn
 
+from pgstack_api.connect import PreparsedConnect
 from pgstack_api.retry import (
     DEFAULT_POLICY,
     CommitOutcomeUnknown,
@@ -58,16 +60,19 @@ def create_engine(settings: Settings, url: URL | None = None) -> AsyncEngine:
         if settings.db_pool_size
         else {"poolclass": NullPool}
     )
-    return create_async_engine(
-        url,
-        **pooling,
-        connect_args={
-            # libpq connect parameters: a bounded connect, and a name PgBouncer and
-            # pg_stat_activity show (PgBouncer forwards it via track_extra_parameters).
-            "connect_timeout": settings.connect_timeout,
-            "application_name": settings.application_name,
-        },
-    )
+    connect = PreparsedConnect(connect_args(settings))
+    engine = create_async_engine(url, **pooling, async_creator=connect)
+    connect.bind(engine)
+    return engine
+
+
+def connect_args(settings: Settings) -> dict[str, Any]:
+    return {
+        # libpq connect parameters: a bounded connect, and a name PgBouncer and
+        # pg_stat_activity show (PgBouncer forwards it via track_extra_parameters).
+        "connect_timeout": settings.connect_timeout,
+        "application_name": settings.application_name,
+    }
 
 
 def _sqlite_engine(url: URL) -> AsyncEngine:
@@ -128,6 +133,15 @@ class Database:
         self.settings = settings
         self.policy = policy
         self._postgres = is_postgres(engine)
+        # NullPool (the stack): a read opens its connection with the engine's own creator.
+        # NullPool's proxy around it would only be bookkeeping -- no pool to return to, no
+        # state to reset on a connection about to close -- at ~220,000 instructions per read
+        # (callgrind, docs/benchmarks.md). With a pool (the benchmark's baseline) reads check
+        # a connection out of it.
+        self._connect: PreparsedConnect | None = None
+        if self._postgres and isinstance(engine.pool, NullPool):
+            self._connect = PreparsedConnect(connect_args(settings))
+            self._connect.bind(engine)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
@@ -204,30 +218,32 @@ class Database:
         bound = self.settings.connect_timeout + self.settings.statement_timeout_ms / 1000
 
         async def attempt() -> list[dict[str, Any]]:
-            conn: AsyncConnection | None = None
             try:
                 async with asyncio.timeout(bound):
-                    conn = await self.engine.connect()
-                    raw = (await conn.get_raw_connection()).driver_connection
-                    assert isinstance(raw, psycopg.AsyncConnection)  # noqa: S101 -- postgres
-                    await raw.set_autocommit(True)
+                    if self._connect is not None:
+                        raw = await self._connect(autocommit=True)
+                        try:
+                            return await _rows(raw, sql, params)
+                        finally:
+                            await raw.close()
+                    pooled = await self.engine.raw_connection()
                     try:
-                        # prepare=False: a NullPool connection never runs a statement twice.
-                        cursor = raw.cursor(row_factory=dict_row)
-                        await cursor.execute(sql, params, prepare=False)
-                        return await cursor.fetchall()
+                        driver = pooled.driver_connection
+                        assert isinstance(driver, psycopg.AsyncConnection)  # noqa: S101
+                        try:
+                            await driver.set_autocommit(True)
+                            return await _rows(driver, sql, params)
+                        finally:
+                            if not driver.closed:
+                                # Back to the pool as SQLAlchemy handed it out.
+                                await driver.set_autocommit(False)
                     finally:
-                        if not raw.closed:
-                            # A pooled connection goes back as SQLAlchemy handed it out.
-                            await raw.set_autocommit(False)
+                        await _quietly(greenlet_spawn(pooled.close))
             except (SQLAlchemyError, psycopg.Error, OSError, TimeoutError) as exc:
                 # Only database trouble becomes 503; a statement's own error passes.
                 if _is_query_error(exc):
                     raise
                 raise DatabaseUnavailable(_reason(exc)) from exc
-            finally:
-                if conn is not None:
-                    await _quietly(conn.close())
 
         return await with_retry(attempt, self.policy)
 
@@ -239,6 +255,15 @@ class Database:
 
 
 _PING = Query(sa.select(sa.literal_column("1").label("one")))
+
+
+async def _rows(
+    conn: psycopg.AsyncConnection[Any], sql: str, params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    # prepare=False: a NullPool connection never runs a statement twice.
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(sql, params, prepare=False)
+    return await cursor.fetchall()
 
 
 async def with_admin(settings: Settings, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:

@@ -172,7 +172,10 @@ class Resource(Route):
 
     def __init__(self, path: str, *endpoints: Endpoint) -> None:
         self.endpoints = endpoints
-        self._by_method: dict[str, Endpoint] = {e.method: e for e in endpoints}
+        # A raw endpoint's own handler, called directly: one coroutine less per request.
+        self._by_method: dict[str, Callable[[Request], Awaitable[Response]]] = {
+            e.method: e.raw or e for e in endpoints
+        }
         methods = {*self._by_method, "OPTIONS"}
         if "GET" in methods:
             methods.add("HEAD")

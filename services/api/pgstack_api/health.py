@@ -94,11 +94,14 @@ async def livez(request: Request) -> Response:
     return Response(_LIVE, media_type="application/json")
 
 
-async def readyz(request: Request) -> JSONResponse:
+_READY = b'{"status":"ready"}'
+
+
+async def readyz(request: Request) -> Response:
     probe = await request.app.state.readiness.get()
-    request.app.state.metrics.ready.set(1 if probe.ok else 0)
+    request.app.state.metrics.set_ready(probe.ok)
     if probe.ok:
-        return JSONResponse({"status": "ready"})
+        return Response(_READY, media_type="application/json")
     return JSONResponse(
         {"status": "not_ready", "reason": probe.error},
         status_code=503,

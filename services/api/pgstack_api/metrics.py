@@ -7,11 +7,20 @@ server chose. So no request can add a series.
 Several workers: with PROMETHEUS_MULTIPROC_DIR set (the image sets it, on a tmpfs), each worker
 writes its samples to memory-mapped files there and /metrics sums every worker's, including
 those of workers that were replaced. Without it (tests, make dev) a registry per app.
+
+Requests are counted in plain dicts and added to the Prometheus values at most `FLUSH_S` later
+(and before every exposition): a multiprocess value costs a lock, a getpid() and a write to
+its file per increment, three per request, where a dict costs a lookup (measured in
+docs/benchmarks.md, "Where a request's time goes"). A scrape may so miss the last second of
+other workers' requests, as it would have a second later anyway; a worker killed outright loses
+its last second of counts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -26,6 +35,7 @@ METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 )
 UNMATCHED = "<unmatched>"
+FLUSH_S = 1.0
 
 
 def method_label(method: str) -> str:
@@ -67,8 +77,56 @@ class Metrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        # (method, route, status) -> requests; (method, route) -> [count per bucket, sum].
+        self._counts: dict[tuple[str, str, int], int] = {}
+        self._latencies: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._ready: bool | None = None
+
+    def set_ready(self, ok: bool) -> None:
+        """pgstack_ready, written to its file only when it changes: /readyz is probed often,
+        and each write costs what a request's counts did (see the module's docstring)."""
+        if ok is not self._ready:
+            self._ready = ok
+            self.ready.set(1 if ok else 0)
+
+    def record(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One answered request: counted now, added to the Prometheus values by `flush`."""
+        method = method_label(method)
+        key = (method, route, status)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        pending = self._latencies.get((method, route))
+        if pending is None:
+            pending = self._latencies[(method, route)] = ([0] * (len(_BUCKETS) + 1), [0.0])
+        # The first bucket whose upper bound is >= seconds (the last is +Inf), as observe().
+        pending[0][bisect_left(_BUCKETS, seconds)] += 1
+        pending[1][0] += seconds
+        if self._timer is None:
+            try:
+                self._timer = asyncio.get_running_loop().call_later(FLUSH_S, self.flush)
+            except RuntimeError:  # no event loop: nothing would flush later
+                self.flush()
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        counts, self._counts = self._counts, {}
+        latencies, self._latencies = self._latencies, {}
+        for (method, route, status), n in counts.items():
+            self.requests.labels(method, route, str(status)).inc(n)
+        for (method, route), (buckets, total) in latencies.items():
+            child = self.latency.labels(method, route)
+            # Histogram.observe() adds one observation; these are many. Its values (one per
+            # bucket, non-cumulative, and the sum) take any increment; prometheus-client is
+            # pinned in requirements.lock, and tests/dev checks the exposition.
+            for index, n in enumerate(buckets):
+                if n:
+                    child._buckets[index].inc(n)
+            child._sum.inc(total[0])
 
     def exposition(self) -> bytes:
+        self.flush()
         directory = _multiprocess_dir()
         if directory is None:
             return generate_latest(self.registry)
