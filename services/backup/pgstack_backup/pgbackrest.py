@@ -7,11 +7,13 @@ verification, and the point-in-time window. Its configuration is rendered at con
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 from pgstack_backup import log, tools
@@ -125,8 +127,23 @@ def backups(stanza: dict[str, Any], *, current_only: bool = True) -> list[Backup
 
 
 def ensure_stanza(settings: Settings) -> None:
-    """Create the stanza on first use (idempotent); StanzaMismatch if it is another cluster's."""
+    """Create the stanza on first use (idempotent); StanzaMismatch if it is another cluster's.
+    Checked here first: with one repository holding another cluster's stanza (a new machine's
+    bucket), pgBackRest still creates this cluster's in the empty one beside it, and the cluster
+    recovered from the bucket would then not match that one."""
+    known = system_id(info(settings))
+    live = controldata(settings.pgdata).get("Database system identifier", "")
+    if known is not None and live.isdigit() and int(live) != known:
+        raise StanzaMismatch(mismatch_help(f"it archives cluster {known}, this one is {live}"))
     command(settings, "stanza-create", label="stanza_create")
+
+
+def controldata(pgdata: Path) -> dict[str, str]:
+    """pg_controldata's fields of a cluster directory ({} when there is no readable one)."""
+    out = subprocess.run(["pg_controldata", str(pgdata)], capture_output=True, text=True,
+                         check=False, env={**os.environ, "LC_ALL": "C"}).stdout  # fmt: skip
+    pairs = (line.split(":", 1) for line in out.splitlines() if ":" in line)
+    return {key.strip(): value.strip() for key, value in pairs}
 
 
 def repos(stanza: dict[str, Any]) -> list[int]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -172,11 +171,9 @@ def _timeline_to_follow(pgdata: Path, repo_system_id: int | None) -> str:
     was rolled back after promoting leaves its timeline in the archive, and "latest" would follow
     that abandoned branch. A cluster the repository does not know (a new machine) follows the
     backup's own timeline ("current")."""
-    out = subprocess.run(["pg_controldata", str(pgdata)], capture_output=True, text=True,
-                         check=False, env={**os.environ, "LC_ALL": "C"}).stdout  # fmt: skip
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    system = fields.get("Database system identifier", "").strip()
-    timeline = fields.get("Latest checkpoint's TimeLineID", "").strip()
+    fields = pgbackrest.controldata(pgdata)
+    system = fields.get("Database system identifier", "")
+    timeline = fields.get("Latest checkpoint's TimeLineID", "")
     if timeline.isdigit() and system.isdigit() and int(system) == repo_system_id:
         return timeline
     return "current"
