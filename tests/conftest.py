@@ -1,0 +1,56 @@
+"""Session-wide housekeeping for the Docker-backed suites.
+
+Every stack a test run starts is a compose project named after the pytest process
+(`pgstack-t<pid>-...`, `pgstack-bk-<pid>-...`, `pgstack-deploy-<pid>...`) and is removed when the
+run ends. A run that was killed cannot remove its own: its stacks keep restarting with the
+engine, hold networks from Docker's default address pools (about 30, two per stack) and load the
+CPU. They are removed before the first stack of the next run starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+
+STALE = re.compile(r"^pgstack-(?:t|bk-|deploy-)(\d+)(?:-|$)")
+
+
+def _alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stale_test_stacks(request: pytest.FixtureRequest) -> None:
+    engine_needed = ("stack", "deploy")
+    if not any(item.get_closest_marker(m) for item in request.session.items for m in engine_needed):
+        return  # unit tests only: no engine needed
+    listed = subprocess.run(
+        ["docker", "ps", "--all", "--format", '{{.Label "com.docker.compose.project"}}'],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    projects = {
+        name
+        for name in listed.stdout.split()
+        if (match := STALE.match(name)) and not _alive(int(match.group(1)))
+    }
+    for project in sorted(projects):
+        print(f"removing {project}, left by a test run that was killed")
+        _remove(project)
+
+
+def _remove(project: str) -> None:
+    """By label, not `compose down`: that needs the project's files, which the run took away."""
+    label = f"label=com.docker.compose.project={project}"
+    listings = {
+        "container": ["docker", "container", "ls", "--all", "--quiet", "--filter", label],
+        "network": ["docker", "network", "ls", "--quiet", "--filter", label],
+        "volume": ["docker", "volume", "ls", "--quiet", "--filter", label],
+    }
+    removals = {"container": ["rm", "--force"], "network": ["rm"], "volume": ["rm", "--force"]}
+    for kind, listing in listings.items():
+        ids = subprocess.run(listing, capture_output=True, text=True, check=False).stdout.split()
+        if ids:
+            subprocess.run(["docker", kind, *removals[kind], *ids], capture_output=True)
