@@ -197,7 +197,7 @@ deploy-check: $(TEST_VENV)/.installed ## On INVENTORY's hosts: every service hea
 	@$(ANSIBLE_PLAYBOOK) ansible/check.yml $(ANSIBLE_ARGS)
 
 ##@ Development
-.PHONY: dev test test-unit lint bench
+.PHONY: dev test test-unit lint bench bench-backup
 dev: ## Run the API on the host against SQLite, with reload (no Docker needed).
 	@$(MAKE) -C services/api dev
 
@@ -227,3 +227,6 @@ lint: $(TEST_VENV)/.installed ## ruff, mypy (strict), hadolint and shellcheck on
 
 bench: preflight base-image secrets $(TEST_VENV)/.installed ## Benchmarks: docs/benchmarks.json, .png and the figures in docs/benchmarks.md.
 	@"$(TEST_VENV)/bin/python" -m bench
+
+bench-backup: preflight base-image secrets $(TEST_VENV)/.installed ## Only the backup phase of make bench (~25 min), recorded beside the last run's figures.
+	@"$(TEST_VENV)/bin/python" -m bench.backup --record

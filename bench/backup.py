@@ -12,17 +12,22 @@ against a baseline measured in the same run on the same data:
 - beside them: how long the API is unavailable during a dump restore and a point-in-time recovery,
   and the dump and its test restore vs raw `pg_dump` / `pg_restore` of the same database.
 
-Call from the bench driver with a running stack: `results["backup"] = backup.run(stack)`.
+Call from the bench driver with a running stack: `results["backup"] = backup.run(stack)`;
+`python -m bench.backup --record` (make bench-backup) runs this phase alone and records it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pathlib
 import re
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from tests.stack.compose import REPO, Stack
@@ -173,9 +178,38 @@ def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"name": n, "value": float(v), "target": t, "met": bool(m)} for n, v, t, m in rows]
 
 
-if __name__ == "__main__":  # on a running stack: python -m bench.backup
-    import pathlib
+def record() -> None:
+    """`make bench-backup`: this phase alone, on a stack of its own, written into the last
+    `make bench` run's files (docs/benchmarks.*) beside the figures already there."""
+    from bench import report
+    from tests.stack.compose import build_images
 
-    project = os.environ.get("COMPOSE_PROJECT_NAME", "pgstack")
-    secrets = pathlib.Path(os.environ.get("PGSTACK_SECRETS_DIR", "secrets")).resolve()
-    print(json.dumps(run(Stack(project=project, secrets_dir=secrets)), indent=2))
+    secrets = pathlib.Path(tempfile.mkdtemp(prefix="pgstack-bench-secrets-"))
+    subprocess.run([str(REPO / "scripts/secrets.sh"), str(secrets)], check=True,
+                   capture_output=True)  # fmt: skip
+    build_images(secrets)
+    project = f"{os.environ.get('COMPOSE_PROJECT_NAME', 'pgstack')}-bench-backup"
+    stack = Stack(project=project, secrets_dir=secrets)
+    stack.down()
+    try:
+        stack.up()
+        figures = {"generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                   "load_average_at_start": os.getloadavg()[0], **run(stack)}  # fmt: skip
+        figures["load_average_at_end"] = os.getloadavg()[0]
+    finally:
+        stack.down()
+    results = json.loads((REPO / "docs/benchmarks.json").read_text())
+    results["backup"] = figures
+    results["targets"] = [*report.targets(results), *targets(figures)]
+    report.write(results)
+    for t in targets(figures):
+        _log(f"{'MET ' if t['met'] else 'MISS'} {t['name']}: {t['value']:.2f} ({t['target']})")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--record"]:
+        record()
+    else:  # on a running stack: python -m bench.backup
+        project = os.environ.get("COMPOSE_PROJECT_NAME", "pgstack")
+        secrets = pathlib.Path(os.environ.get("PGSTACK_SECRETS_DIR", "secrets")).resolve()
+        print(json.dumps(run(Stack(project=project, secrets_dir=secrets)), indent=2))

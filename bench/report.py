@@ -130,8 +130,14 @@ def _table(results: dict[str, Any]) -> str:
         )
     if "backup" in results:
         lines += ["", "| backups and recovery | value |", "|---|---|"]
-        lines += [f"| {k} | {v:,} |" for k, v in results["backup"].items()]
+        lines += [f"| {k} | {_figure(v)} |" for k, v in results["backup"].items()]
     return "\n".join(lines)
+
+
+def _figure(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(_figure(v) for v in value)
+    return f"{value:,}" if isinstance(value, int | float) else str(value)
 
 
 def write(results: dict[str, Any]) -> None:
