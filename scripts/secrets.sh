@@ -2,12 +2,20 @@
 # secrets.sh -- generate the stack's secrets once: one file each, mode 0600, in $PGSTACK_SECRETS_DIR
 # (default ./secrets, git-ignored). An existing file is never overwritten: rotating a secret is a
 # deliberate act (docs/operations.md), not a side effect of `make up`.
-# Usage: scripts/secrets.sh [DIR]
+# Usage: scripts/secrets.sh [DIR] [ha]
+#   ha: also the cluster's own secrets (docker-compose.ha.yml): replication and pg_rewind roles,
+#   Patroni's REST API, etcd's root and Patroni's etcd user. The single-node stack needs none.
 set -Eeuo pipefail
 
 SECRETS_DIR=${1:-${PGSTACK_SECRETS_DIR:-secrets}}
 SECRETS=(postgres_password app_owner_password app_password app_backup_password pgbouncer_stats_password ops_token
 	backup_repo2_cipher_pass)
+if [[ ${2:-} == ha ]]; then
+	SECRETS+=(replication_password rewind_password patroni_api_password etcd_root_password etcd_patroni_password)
+elif [[ -n ${2:-} ]]; then
+	echo "error: unknown secret set '$2' (known: ha)" >&2
+	exit 2
+fi
 
 # 32 random bytes, URL-safe base64 without padding: 256 bits, no character that needs quoting in
 # a connection string, an auth file or a shell.

@@ -43,6 +43,27 @@ def test_secrets_refuse_an_empty_file_instead_of_overwriting_it(tmp_path: Path) 
     assert "app_password exists but is empty" in result.stderr
 
 
+def test_the_clusters_secrets_are_added_only_when_asked_for_and_keep_the_others(
+    tmp_path: Path,
+) -> None:
+    cluster = {
+        "replication_password", "rewind_password", "patroni_api_password",
+        "etcd_root_password", "etcd_patroni_password",
+    }  # fmt: skip
+    target = tmp_path / "secrets"
+    subprocess.run([str(SECRETS), str(target)], check=True, capture_output=True)
+    single = {p.name: p.read_text() for p in target.iterdir()}
+    assert not cluster & set(single)
+    subprocess.run([str(SECRETS), str(target), "ha"], check=True, capture_output=True)
+    both = {p.name: p.read_text() for p in target.iterdir()}
+    assert set(both) == set(single) | cluster
+    assert {name: both[name] for name in single} == single
+    for name in cluster:
+        assert stat.S_IMODE((target / name).stat().st_mode) == 0o600
+    wrong = subprocess.run([str(SECRETS), str(target), "cluster"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "unknown secret set" in wrong.stderr
+
+
 def _fake_bin(tmp_path: Path, docker_script: str | None) -> dict[str, str]:
     """A PATH holding only bash, the basic tools and (optionally) a stand-in docker command."""
     bin_dir = tmp_path / "bin"
