@@ -173,6 +173,33 @@ print("api: ready")
 endef
 export API_READY_WAIT
 
+##@ High availability, in progress (docker-compose.ha.yml; services/patroni/README.md)
+# A cluster of its own, beside the single node: three Patroni/PostgreSQL nodes, three etcd
+# members, HAProxy to the leader, and the same PgBouncer, migrate and API. Its own project name,
+# so `make up` and `make ha-up` never touch each other's containers or volumes (both publish the
+# API on PGSTACK_HTTP_PORT: run one at a time, or give one another port).
+HA_PROJECT_NAME ?= pgstack-ha
+HA_COMPOSE := COMPOSE_PROJECT_NAME=$(HA_PROJECT_NAME) COMPOSE_FILE=docker-compose.ha.yml $(COMPOSE)
+HA_NODES := patroni1 patroni2 patroni3
+
+.PHONY: ha-up ha-down ha-ps ha-logs ha-secrets
+ha-up: preflight base-image ha-secrets ## Build what is missing, start the cluster and the API on it, wait until healthy.
+	@echo "starting the cluster (project $(HA_PROJECT_NAME)); first run builds the images..."
+	@$(HA_COMPOSE) up --detach --wait --wait-timeout 400
+	@echo "the API on the cluster: http://$(PGSTACK_HTTP_BIND):$(PGSTACK_HTTP_PORT)"
+
+ha-down: preflight ## Stop and remove the cluster's containers (volumes and data are kept).
+	@$(HA_COMPOSE) down --remove-orphans
+
+ha-ps: preflight ## The cluster's services and their health.
+	@$(HA_COMPOSE) ps --all
+
+ha-logs: preflight ## Follow the cluster's logs (SERVICE=patroni1 for one).
+	@$(HA_COMPOSE) logs --follow --tail=100 $(SERVICE)
+
+ha-secrets: ## Generate missing secrets, the cluster's own included (0600; never overwrites).
+	@scripts/secrets.sh "$(PGSTACK_SECRETS_DIR)" ha
+
 ##@ Deploy (ansible/; guide: ansible/README.md)
 # INVENTORY: your inventory (copy ansible/inventory/example). VAULT_PASSWORD_FILE: the vault's
 # password file (empty: ansible asks). ANSIBLE_ARGS: e.g. "--check --diff" or "--limit app1".
