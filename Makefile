@@ -182,10 +182,11 @@ HA_PROJECT_NAME ?= pgstack-ha
 HA_COMPOSE := COMPOSE_PROJECT_NAME=$(HA_PROJECT_NAME) COMPOSE_FILE=docker-compose.ha.yml $(COMPOSE)
 HA_NODES := patroni1 patroni2 patroni3
 
-.PHONY: ha-up ha-down ha-ps ha-logs ha-secrets
-ha-up: preflight base-image ha-secrets ## Build what is missing, start the cluster and the API on it, wait until healthy.
+.PHONY: ha-up ha-down ha-ps ha-logs ha-secrets cluster-status
+ha-up: preflight base-image ha-secrets ## Build what is missing, start the cluster and the API on it, wait until healthy, show the cluster.
 	@echo "starting the cluster (project $(HA_PROJECT_NAME)); first run builds the images..."
 	@$(HA_COMPOSE) up --detach --wait --wait-timeout 400
+	@$(MAKE) cluster-status
 	@echo "the API on the cluster: http://$(PGSTACK_HTTP_BIND):$(PGSTACK_HTTP_PORT)"
 
 ha-down: preflight ## Stop and remove the cluster's containers (volumes and data are kept).
@@ -199,6 +200,14 @@ ha-logs: preflight ## Follow the cluster's logs (SERVICE=patroni1 for one).
 
 ha-secrets: ## Generate missing secrets, the cluster's own included (0600; never overwrites).
 	@scripts/secrets.sh "$(PGSTACK_SECRETS_DIR)" ha
+
+# patronictl from the first node that answers: any node reads the same state from etcd.
+cluster-status: preflight ## Leader, replicas, lag, timeline and sync state of the cluster, as a table.
+	@for node in $(HA_NODES); do \
+		if $(HA_COMPOSE) exec --no-TTY --user postgres "$$node" patronictl --config-file /run/pgstack-patroni list 2>/dev/null; then \
+			exit 0; fi; \
+	done; \
+	echo "error: no node of $(HA_PROJECT_NAME) answers; is the cluster up? (make ha-ps)" >&2; exit 1
 
 ##@ Deploy (ansible/; guide: ansible/README.md)
 # INVENTORY: your inventory (copy ansible/inventory/example). VAULT_PASSWORD_FILE: the vault's
