@@ -1,10 +1,10 @@
 """Session-wide housekeeping for the Docker-backed suites.
 
 Every stack a test run starts is a compose project named after the pytest process
-(`pgstack-t<pid>-...`, `pgstack-bk-<pid>-...`, `pgstack-deploy-<pid>...`) and is removed when the
-run ends. A run that was killed cannot remove its own: its stacks keep restarting with the
-engine, hold networks from Docker's default address pools (about 30, two per stack) and load the
-CPU. They are removed before the first stack of the next run starts.
+(`pgstack-t<pid>-...`, `pgstack-bk-<pid>-...`, `pgstack-deploy-<pid>...`, `pgstack-ha-t<pid>-...`)
+and is removed when the run ends. A run that was killed cannot remove its own: its stacks keep
+restarting with the engine, hold networks from Docker's default address pools (about 30, two per
+stack) and load the CPU. They are removed before the first stack of the next run starts.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-STALE = re.compile(r"^pgstack-(?:t|bk-|deploy-)(\d+)(?:-|$)")
+STALE = re.compile(r"^pgstack-(?:t|bk-|deploy-|ha-t)(\d+)(?:-|$)")
 
 
 def _alive(pid: int) -> bool:
@@ -24,7 +24,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(scope="session", autouse=True)
 def stale_test_stacks(request: pytest.FixtureRequest) -> None:
-    engine_needed = ("stack", "deploy")
+    engine_needed = ("stack", "deploy", "ha")
     if not any(item.get_closest_marker(m) for item in request.session.items for m in engine_needed):
         return  # unit tests only: no engine needed
     listed = subprocess.run(

@@ -79,9 +79,9 @@ class Stack:
             input=input,
         )
 
-    def up(self, *services: str) -> None:
+    def up(self, *services: str, wait_timeout: int = 240) -> None:
         result = self.compose(
-            "up", "--detach", "--wait", "--wait-timeout", "240", *services, check=False
+            "up", "--detach", "--wait", "--wait-timeout", str(wait_timeout), *services, check=False
         )
         if result.returncode != 0:
             logs = self.compose("logs", "--no-color", "--tail=60", check=False).stdout

@@ -1,0 +1,91 @@
+"""The PostgreSQL cluster under test (docker-compose.ha.yml): a compose project like tests.stack's
+Stack, plus Patroni's view of it, read with patronictl inside a node."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tests.stack.compose import REPO, Stack
+
+NODES = ("patroni1", "patroni2", "patroni3")
+PATRONICTL = ("patronictl", "--config-file", "/run/pgstack-patroni")
+
+
+@dataclass
+class Cluster(Stack):
+    """Stack with the cluster's compose file; `up()` waits for every service to be healthy."""
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**super().env, "COMPOSE_FILE": str(REPO / "docker-compose.ha.yml")}
+
+    def make_target(self, *targets: str) -> subprocess.CompletedProcess[str]:
+        """A Makefile target against this cluster (its project name, secrets and images)."""
+        return subprocess.run(
+            ["make", "--no-print-directory", *targets], cwd=REPO,
+            env={**self.env, "HA_PROJECT_NAME": self.project},
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    def running_nodes(self) -> list[str]:
+        nodes = []
+        for node in NODES:
+            container = self.container(node)
+            container.reload()
+            if container.status == "running":
+                nodes.append(node)
+        return nodes
+
+    def members(self) -> list[dict[str, Any]]:
+        """`patronictl list` as JSON, from the first node that answers: Member, Role ("Leader",
+        "Sync Standby", "Replica"), State, TL, "Lag in MB"."""
+        errors = []
+        for node in self.running_nodes():
+            code, out = self.exec(node, *PATRONICTL, "list", "--format", "json", user="postgres")
+            if code == 0:
+                return list(json.loads(out))
+            errors.append(f"{node}: {out.strip()}")
+        raise AssertionError(f"no node answers patronictl list: {errors}")
+
+    def leader(self) -> str | None:
+        leaders = [m["Member"] for m in self.members() if m["Role"] == "Leader"]
+        assert len(leaders) <= 1, f"two leaders: {leaders}"
+        return leaders[0] if leaders else None
+
+    def wait_members(self, settled: Any, timeout: float, what: str) -> list[dict[str, Any]]:
+        """Poll patronictl until `settled(members)` holds; fail with the last table."""
+        deadline, members = time.monotonic() + timeout, []
+        while time.monotonic() < deadline:
+            try:
+                members = self.members()
+            except AssertionError:
+                members = []
+            if settled(members):
+                return members
+            time.sleep(1)
+        raise AssertionError(f"{what} not reached after {timeout} s: {members}")
+
+    def node_psql(self, node: str, sql: str, database: str = "pgstack") -> str:
+        """SQL on one node as the superuser, over its own socket (peer)."""
+        code, out = self.exec(
+            node, "psql", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "--tuples-only", "--no-align",
+            "--dbname", database, "--command", sql, user="postgres",
+        )  # fmt: skip
+        if code != 0:
+            raise AssertionError(f"psql on {node} failed ({code}): {out}")
+        return out.strip()
+
+
+def healthy(members: list[dict[str, Any]]) -> bool:
+    """Three members on one timeline: a running leader, a streaming synchronous standby and a
+    streaming replica."""
+    roles = sorted(m["Role"] for m in members)
+    return (
+        roles == ["Leader", "Replica", "Sync Standby"]
+        and all(m["State"] in ("running", "streaming") for m in members)
+        and len({m["TL"] for m in members}) == 1
+    )
