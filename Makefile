@@ -181,11 +181,17 @@ export API_READY_WAIT
 HA_PROJECT_NAME ?= pgstack-ha
 HA_COMPOSE := COMPOSE_PROJECT_NAME=$(HA_PROJECT_NAME) COMPOSE_FILE=docker-compose.ha.yml $(COMPOSE)
 HA_NODES := patroni1 patroni2 patroni3
+# patronictl ARGS from the first node that answers: every node reads the same state from etcd, so
+# a stopped node does not stop it. As postgres, with the node's private configuration.
+HA_PATRONICTL = (for node in $(HA_NODES); do \
+	$(HA_COMPOSE) exec --no-TTY --user postgres "$$node" patronictl --config-file /run/pgstack-patroni $(1) 2>/dev/null \
+		&& exit 0; done; exit 1)
 
-.PHONY: ha-up ha-down ha-ps ha-logs ha-secrets cluster-status
+.PHONY: ha-up ha-down ha-ps ha-logs ha-secrets cluster-status ha-wait-sync
 ha-up: preflight base-image ha-secrets ## Build what is missing, start the cluster and the API on it, wait until healthy, show the cluster.
 	@echo "starting the cluster (project $(HA_PROJECT_NAME)); first run builds the images..."
 	@$(HA_COMPOSE) up --detach --wait --wait-timeout 400
+	@$(MAKE) ha-wait-sync
 	@$(MAKE) cluster-status
 	@echo "the API on the cluster: http://$(PGSTACK_HTTP_BIND):$(PGSTACK_HTTP_PORT)"
 
@@ -201,13 +207,18 @@ ha-logs: preflight ## Follow the cluster's logs (SERVICE=patroni1 for one).
 ha-secrets: ## Generate missing secrets, the cluster's own included (0600; never overwrites).
 	@scripts/secrets.sh "$(PGSTACK_SECRETS_DIR)" ha
 
-# patronictl from the first node that answers: any node reads the same state from etcd.
 cluster-status: preflight ## Leader, replicas, lag, timeline and sync state of the cluster, as a table.
-	@for node in $(HA_NODES); do \
-		if $(HA_COMPOSE) exec --no-TTY --user postgres "$$node" patronictl --config-file /run/pgstack-patroni list 2>/dev/null; then \
-			exit 0; fi; \
+	@$(call HA_PATRONICTL,list) || { \
+		echo "error: no node of $(HA_PROJECT_NAME) answers; is the cluster up? (make ha-ps)" >&2; exit 1; }
+
+# `up --wait` returns once every node's PostgreSQL accepts connections; Patroni names the
+# synchronous standby a few seconds later, and until then a commit is on one node only.
+ha-wait-sync:
+	@for attempt in $$(seq 1 60); do \
+		if $(call HA_PATRONICTL,list --format json) | grep -q '"Sync Standby"'; then exit 0; fi; \
+		sleep 1; \
 	done; \
-	echo "error: no node of $(HA_PROJECT_NAME) answers; is the cluster up? (make ha-ps)" >&2; exit 1
+	echo "error: the cluster has no synchronous standby after 60 s; see make cluster-status, make ha-logs" >&2; exit 1
 
 ##@ Deploy (ansible/; guide: ansible/README.md)
 # INVENTORY: your inventory (copy ansible/inventory/example). VAULT_PASSWORD_FILE: the vault's
