@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ha.cluster import Cluster
+from tests.ha.cluster import Cluster, healthy
 from tests.stack.compose import REPO, compose_env
 
 # The stack harness's session fixtures (Docker client, secrets, images built once).
@@ -48,13 +48,16 @@ def cluster(
     secrets_dir: Path,  # noqa: F811
     request: pytest.FixtureRequest,
 ) -> Iterator[Cluster]:
-    """A cluster of the module's own, healthy, migrated; removed when the module ends."""
+    """A cluster of the module's own, migrated, with a leader, a synchronous standby and a
+    replica; removed when the module ends."""
     name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
     prefix = os.environ.get("PGSTACK_HA_TEST_PREFIX") or f"pgstack-ha-t{os.getpid()}"
     started = Cluster(project=f"{prefix}-{name}", secrets_dir=secrets_dir)
     try:
         # Nine services in order: etcd, its auth job, initdb on one node, two clones of it, ...
         started.up(wait_timeout=400)
+        # compose's --wait ends before Patroni names the synchronous standby (as make ha-up does).
+        started.wait_members(healthy, timeout=90, what="leader + sync standby + replica")
         yield started
     finally:
         started.down()
