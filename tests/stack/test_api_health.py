@@ -104,3 +104,26 @@ def test_each_request_logs_one_json_line_with_its_request_id(stack: Stack) -> No
     assert line["request_id"] == request_id
     assert line["method"] == "GET" and line["status"] == 200
     assert isinstance(line["duration_ms"], (int, float))
+
+
+WORKER_LIBRARIES = """
+import pathlib
+for proc in pathlib.Path("/proc").glob("[0-9]*"):
+    try:
+        if b"spawn_main" not in (proc / "cmdline").read_bytes():
+            continue
+        maps = (proc / "maps").read_text()
+    except OSError:
+        continue
+    print(proc.name, "uvloop" in maps, "httptools" in maps)
+"""
+
+
+def test_every_worker_runs_on_uvloop_and_httptools(stack: Stack) -> None:
+    """The fast event loop and HTTP parser are the ones loaded, in every worker: a missing wheel
+    or a dropped --loop/--http flag would fall back to asyncio and h11 without a word."""
+    code, out = stack.exec("api", "python3", "-c", WORKER_LIBRARIES)
+    assert code == 0, out
+    workers = [line.split() for line in out.splitlines()]
+    assert len(workers) >= 2, out
+    assert all(row[1:] == ["True", "True"] for row in workers), out
