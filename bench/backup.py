@@ -65,7 +65,7 @@ def _make(stack: Stack, *args: str) -> tuple[float, str]:
 
 
 def _unavailable_s(output: str) -> float:
-    match = re.search(r"the API was unavailable for (\d+) s", output)
+    match = re.search(r"the API was unavailable for (\d+(?:\.\d+)?) s", output)
     if not match:
         raise RuntimeError(f"no unavailability figure in: {output[-1500:]}")
     return float(match.group(1))

@@ -85,11 +85,15 @@ pitr_step "2/6 safety dump of the current state (kept whatever retention says; s
 head=$("${COMPOSE[@]}" exec --no-TTY api python3 -c \
 	'from pgstack_api.migrations import head_revision; print(head_revision() or "")' 2>/dev/null || true)
 pitr_container
+API=$("${COMPOSE[@]}" ps --quiet api)
 pitr_psql "CHECKPOINT" >/dev/null || true
 
+# From here to the API's readiness every second is outage: postgres and the API are driven
+# through docker by id (compose adds about half a second per call), and the clock reads ms.
 pitr_step "3/6 stop postgres (the API answers 503 from now on)"
-down_since=$(date +%s)
-"${COMPOSE[@]}" stop postgres
+down_since_ms=$(($(date +%s%N) / 1000000))
+down_since=$((down_since_ms / 1000))
+docker stop --time 60 "$PG" >/dev/null # compose's stop_grace_period for postgres
 
 pitr_step "4/6 restore the newest backup before the target, beside the current cluster"
 if ! "${ONE_OFF[@]}" pitr-restore --target-time "$TARGET"; then
@@ -104,8 +108,7 @@ pitr_step "5/6 start postgres: it replays archived WAL up to the target, then pr
 # hot_standby is off until then (pgBackRest's recovery options): no client reads a half-replayed
 # database; progress comes from the server's log ("restored log file ... from archive").
 started_at=$(date -u +%FT%TZ)
-"${COMPOSE[@]}" start postgres
-pitr_container
+docker start "$PG" >/dev/null
 # A manual start resets the engine's restart count to 0: any count above that is a crash during
 # recovery, however soon after the start it came (reading the count after the start raced it).
 restarts=0
@@ -149,8 +152,9 @@ else
 	# --no-deps: after a long replay postgres's healthcheck is still red, and migrate depends on it.
 	"${COMPOSE[@]}" run --rm --no-deps --no-TTY migrate || pitr_after "the migrations" "make db-deploy"
 fi
-"${COMPOSE[@]}" exec --no-TTY api python3 -c "$API_READY_WAIT" || pitr_after "the API's readiness" "make logs SERVICE=api"
-echo "the API was unavailable for $(($(date +%s) - down_since)) s"
+docker exec "$API" python3 -c "$API_READY_WAIT" || pitr_after "the API's readiness" "make logs SERVICE=api"
+down_ms=$(($(date +%s%N) / 1000000 - down_since_ms))
+echo "the API was unavailable for $((down_ms / 1000)).$(((down_ms % 1000) / 100)) s"
 "${ONE_OFF[@]}" pitr-finish
 echo "a backup on the new timeline (no retention runs: nothing older is deleted):"
 if ! "${BACKUP_CLI[@]}" run --label post-pitr --no-retention; then
