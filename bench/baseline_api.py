@@ -6,13 +6,12 @@ Same code, same container limits; only the path differs: SQLAlchemy's AsyncAdapt
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import docker
-import httpx
 
+from bench.comparisons import wait_answering
 from tests.stack.compose import IMAGE_TAG, Stack, free_port
 
 # Per worker (3): 30 server connections, as many as PgBouncer may open.
@@ -43,17 +42,7 @@ def pooled_direct_api(stack: Stack) -> Iterator[str]:
     try:
         client.networks.get(f"{stack.project}_backend").connect(container)
         container.start()
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"baseline API not ready:\n{container.logs().decode()}")
-            time.sleep(0.5)
+        wait_answering(f"http://127.0.0.1:{port}/readyz", "baseline API", container)
         yield str(container.name)
     finally:
         container.remove(force=True)

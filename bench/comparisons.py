@@ -65,6 +65,20 @@ def build_old_api() -> None:
             raise RuntimeError(f"building {OLD_IMAGE} failed:\n{built.stderr[-3000:]}")
 
 
+def wait_answering(url: str, name: str, container: Any) -> None:
+    """Until `url` answers 200 (60 s at most; then fail with the container's log)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} not ready:\n{container.logs().decode()}")
+        time.sleep(0.5)
+
+
 @contextmanager
 def _container(stack: Stack, name: str, image: str, **kwargs: Any) -> Iterator[str]:
     """Start a container beside the stack, wait for its /livez; yields the container's name
@@ -81,17 +95,7 @@ def _container(stack: Stack, name: str, image: str, **kwargs: Any) -> Iterator[s
     try:
         client.networks.get(f"{stack.project}_backend").connect(container)
         container.start()
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/livez", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} not ready:\n{container.logs().decode()}")
-            time.sleep(0.5)
+        wait_answering(f"http://127.0.0.1:{port}/livez", name, container)
         yield str(container.name)
     finally:
         container.remove(force=True)

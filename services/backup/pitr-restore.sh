@@ -27,11 +27,11 @@ pitr_error() { printf 'error: %s\n' "$*" >&2; }
 # second or more to every probe, and every second here is a second of outage.
 pitr_container() { PG=$("${COMPOSE[@]}" ps --all --quiet postgres); }
 
-# usage: pitr_psql SQL
+# usage: pitr_psql SQL [DATABASE]
 # One query as the superuser over postgres's own socket; prints the value, fails quietly.
 pitr_psql() {
 	docker exec --user postgres "$PG" \
-		psql --no-psqlrc --quiet --tuples-only --no-align --dbname=postgres --command="$1" 2>/dev/null
+		psql --no-psqlrc --quiet --tuples-only --no-align --dbname="${2:-postgres}" --command="$1" 2>/dev/null
 }
 
 # usage: pitr_container_state
@@ -79,9 +79,21 @@ fi
 pitr_step "2/6 safety dump of the current state (kept whatever retention says; see make backup-list)"
 "${BACKUP_CLI[@]}" safety --label pre-pitr
 
+# Read while everything serves, so they cost no outage: the code's newest migration (after the
+# recovery the migration job, a container start, runs only when the database is behind it), and
+# a checkpoint (the shutdown's own then has almost nothing left to write).
+head=$("${COMPOSE[@]}" exec --no-TTY api python3 -c \
+	'from pgstack_api.migrations import head_revision; print(head_revision() or "")' 2>/dev/null || true)
+pitr_container
+API=$("${COMPOSE[@]}" ps --quiet api)
+pitr_psql "CHECKPOINT" >/dev/null || true
+
+# From here to the API's readiness every second is outage: postgres and the API are driven
+# through docker by id (compose adds about half a second per call), and the clock reads ms.
 pitr_step "3/6 stop postgres (the API answers 503 from now on)"
-down_since=$(date +%s)
-"${COMPOSE[@]}" stop postgres
+down_since_ms=$(($(date +%s%N) / 1000000))
+down_since=$((down_since_ms / 1000))
+docker stop --time 60 "$PG" >/dev/null # compose's stop_grace_period for postgres
 
 pitr_step "4/6 restore the newest backup before the target, beside the current cluster"
 if ! "${ONE_OFF[@]}" pitr-restore --target-time "$TARGET"; then
@@ -96,9 +108,10 @@ pitr_step "5/6 start postgres: it replays archived WAL up to the target, then pr
 # hot_standby is off until then (pgBackRest's recovery options): no client reads a half-replayed
 # database; progress comes from the server's log ("restored log file ... from archive").
 started_at=$(date -u +%FT%TZ)
-"${COMPOSE[@]}" start postgres
-pitr_container
-read -r restarts _ <<<"$(pitr_container_state)"
+docker start "$PG" >/dev/null
+# A manual start resets the engine's restart count to 0: any count above that is a crash during
+# recovery, however soon after the start it came (reading the count after the start raced it).
+restarts=0
 last_wal="" last_change=$(date +%s) last_print=0
 while :; do
 	sleep 0.5
@@ -133,10 +146,15 @@ echo "recovered and promoted: $(pitr_psql "SELECT 'timeline ' || timeline_id FRO
 
 pitr_step "6/6 roles and grants (db-init), migrations to head, then the API"
 docker exec "$PG" pgstack-db-init || pitr_after db-init "make db-init"
-# --no-deps: after a long replay postgres's healthcheck is still red, and migrate depends on it.
-"${COMPOSE[@]}" run --rm --no-deps --no-TTY migrate || pitr_after "the migrations" "make db-deploy"
-"${COMPOSE[@]}" exec --no-TTY api python3 -c "$API_READY_WAIT" || pitr_after "the API's readiness" "make logs SERVICE=api"
-echo "the API was unavailable for $(($(date +%s) - down_since)) s"
+if [[ -n $head && $(pitr_psql "SELECT version_num FROM alembic_version" pgstack || true) == "$head" ]]; then
+	echo "migrations: the recovered database is at the code's head ($head)"
+else
+	# --no-deps: after a long replay postgres's healthcheck is still red, and migrate depends on it.
+	"${COMPOSE[@]}" run --rm --no-deps --no-TTY migrate || pitr_after "the migrations" "make db-deploy"
+fi
+docker exec "$API" python3 -c "$API_READY_WAIT" || pitr_after "the API's readiness" "make logs SERVICE=api"
+down_ms=$(($(date +%s%N) / 1000000 - down_since_ms))
+echo "the API was unavailable for $((down_ms / 1000)).$(((down_ms % 1000) / 100)) s"
 "${ONE_OFF[@]}" pitr-finish
 echo "a backup on the new timeline (no retention runs: nothing older is deleted):"
 if ! "${BACKUP_CLI[@]}" run --label post-pitr --no-retention; then

@@ -22,6 +22,13 @@ ARTIFACT = REPO / ".test-artifacts" / "deploy.json"
 _measured: dict[str, object] = {}
 
 
+def _recorded_order() -> int:
+    """The order the release test placed; the tests after it check that it survives."""
+    if "order_id" not in _measured:
+        pytest.fail("no order was recorded: the release test before this one failed (see above)")
+    return int(str(_measured["order_id"]))
+
+
 def _deploy(target: Target, release: Release, *args: str) -> object:
     return target.playbook(
         "site.yml",
@@ -201,7 +208,7 @@ def test_an_order_survives_a_release_with_migrations_before_the_new_api(
 def test_an_api_only_release_replaces_only_the_api_and_keeps_the_data(
     target: Target, api_only_release: Release
 ) -> None:
-    order_id = int(str(_measured["order_id"]))
+    order_id = _recorded_order()
     before = {name: row["ID"] for name, row in target.services().items()}
     with Downtime(f"{target.base_url}/readyz") as downtime:
         recap = _deploy(target, api_only_release)
@@ -221,7 +228,7 @@ def test_an_api_only_release_replaces_only_the_api_and_keeps_the_data(
 
 @pytest.mark.timeout(600)
 def test_the_order_survives_a_restart_of_pgstack_service(target: Target) -> None:
-    order_id = int(str(_measured["order_id"]))
+    order_id = _recorded_order()
     started = time.monotonic()
     target.sh("systemctl restart pgstack.service", timeout=540)
     target.wait_ready()
@@ -237,7 +244,7 @@ def test_a_backup_taken_on_the_target_restores(target: Target) -> None:
         pytest.fail(
             "the compose file has no backup service; this test expects one (services/backup)"
         )
-    order_id = int(str(_measured["order_id"]))
+    order_id = _recorded_order()
     target.stack("exec", "--no-TTY", "backup", "pgstack-backup", "run", timeout=300)
     copies = target.sh("find /var/backups/pgstack -type f | wc -l").stdout.strip()
     assert int(copies) > 0, "the off-site copy reaches the operator's backup directory"

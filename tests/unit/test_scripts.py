@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pty
 import stat
 import subprocess
 from pathlib import Path
@@ -104,3 +105,27 @@ def test_preflight_says_when_the_engine_does_not_answer(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "does not answer" in result.stderr
+
+
+def test_make_help_writes_colour_codes_only_to_a_terminal() -> None:
+    piped = subprocess.run(["make", "--no-print-directory", "help"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "restore" in piped and "\x1b[" not in piped
+    # The same target on a pseudo-terminal: the colours are there.
+    leader, follower = pty.openpty()
+    with subprocess.Popen(["make", "--no-print-directory", "help"], cwd=REPO,
+                          stdout=follower, stderr=follower) as make:  # fmt: skip
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end closed
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        make.wait(timeout=30)
+    os.close(leader)
+    on_terminal = b"".join(chunks).decode()
+    assert "restore" in on_terminal and "\x1b[36m" in on_terminal

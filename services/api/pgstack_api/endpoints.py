@@ -29,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 from pgstack_api import idempotency
 from pgstack_api.db import Database
 from pgstack_api.domain.errors import NotFound
-from pgstack_api.errors import JSON, Answer, ApiError, OutcomeUnknown, answer
+from pgstack_api.errors import JSON, Answer, MalformedJson, OutcomeUnknown, answer
 from pgstack_api.retry import CommitOutcomeUnknown
 
 _log = logging.getLogger(__name__)
@@ -101,8 +101,7 @@ class Endpoint:
             except ValidationError as exc:
                 first = exc.errors(include_url=False)[0]
                 if first["type"] == "json_invalid":
-                    message = f"request body is not valid JSON: {first['msg']}"
-                    raise ApiError(400, "malformed_json", message) from None
+                    raise MalformedJson(first["msg"]) from None
                 raise
         if self.source == "query":
             return self.input.model_validate(dict(request.query_params))

@@ -36,6 +36,34 @@ class ApiError(Exception):
         self.code = code
         self.message = message
 
+    def answer(self) -> Answer:
+        return Answer(self.status, self.code, self.message)
+
+
+class MalformedJson(ApiError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(400, "malformed_json", f"request body is not valid JSON: {detail}")
+
+
+class BadIdempotencyKey(ApiError):
+    def __init__(self, max_length: int) -> None:
+        super().__init__(
+            400,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1-{max_length} printable ASCII characters without spaces "
+            "(e.g. a UUID)",
+        )
+
+
+class BadContentLength(ApiError):
+    def __init__(self) -> None:
+        super().__init__(400, "bad_request", "Content-Length is not a valid number")
+
+
+class BodyTooLarge(ApiError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, "body_too_large", f"request body is larger than {limit} bytes")
+
 
 class KeyReused(ApiError):
     """An Idempotency-Key came back with another request body (IETF httpapi draft: 422)."""
@@ -66,14 +94,16 @@ class Answer:
     kind: str | None = None  # pgstack_db_errors_total label, for database failures
 
     def response(self, retry_after_s: int, headers: dict[str, str] | None = None) -> Response:
-        body = ErrorBody(code=self.code, message=self.message)
-        if self.details:
-            body.details = self.details
         out = dict(headers or {})
         if self.retry_after:
             out["Retry-After"] = str(retry_after_s)
-        content = Error(error=body).model_dump_json(exclude_none=True)
-        return Response(content, status_code=self.status, headers=out, media_type=JSON)
+        return Response(self.body(), status_code=self.status, headers=out, media_type=JSON)
+
+    def body(self) -> bytes:
+        error = ErrorBody(code=self.code, message=self.message)
+        if self.details:
+            error.details = self.details
+        return Error(error=error).model_dump_json(exclude_none=True).encode()
 
 
 # Domain errors (nouns) and their status codes.
@@ -104,7 +134,7 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 def answer(exc: BaseException) -> Answer | None:
     """The client's answer to `exc`; None when it is unexpected (a bug: the caller's 500)."""
     if isinstance(exc, ApiError):
-        return Answer(exc.status, exc.code, exc.message)
+        return exc.answer()
     for domain_error, (status, code) in _DOMAIN.items():
         if isinstance(exc, domain_error):
             prefix = getattr(exc, "what", None)

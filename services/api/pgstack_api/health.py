@@ -27,7 +27,7 @@ from pgstack_api import __version__
 from pgstack_api.db import Database
 from pgstack_api.endpoints import Endpoint, Resource
 from pgstack_api.schemas import Health, Live, Ready
-from pgstack_api.sqlstate import sqlstate
+from pgstack_api.sqlstate import Kind, classify
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +138,7 @@ async def _migration_and_server(conn: AsyncConnection) -> tuple[str | None, str 
         revision = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
     except sa_exc.DBAPIError as exc:
         # No table yet means never migrated; anything else (a lost connection) is an outage.
-        if sqlstate(exc) == "42P01" or "no such table" in str(exc.orig):
+        if classify(exc) is Kind.UNDEFINED_TABLE:
             raise _NotMigrated from None
         raise
     if conn.dialect.name == "postgresql":

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pgstack_api.errors import ApiError, KeyReused
+from pgstack_api.errors import BadIdempotencyKey, KeyReused
 from pgstack_api.tables import idempotency_keys as keys
 
 HEADER = "idempotency-key"
@@ -54,12 +54,7 @@ def parse_key(raw: str | None) -> str | None:
     if raw is None:
         return None
     if not raw or len(raw) > MAX_KEY_LENGTH or not all("\x21" <= c <= "\x7e" for c in raw):
-        raise ApiError(
-            400,
-            "invalid_idempotency_key",
-            f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable ASCII characters "
-            "without spaces (e.g. a UUID)",
-        )
+        raise BadIdempotencyKey(MAX_KEY_LENGTH)
     if len(raw) >= 2 and raw[0] == raw[-1] == '"':
         return raw[1:-1] or raw
     return raw

@@ -6,7 +6,6 @@ errors.handle_unexpected."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -15,6 +14,7 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pgstack_api.errors import Answer, BadContentLength, BodyTooLarge
 from pgstack_api.logging import AccessLog
 from pgstack_api.metrics import UNMATCHED, Metrics
 
@@ -117,7 +117,7 @@ class OutcomeMiddleware:
             )
 
 
-class BodyTooLarge(Exception):
+class _ChunkedBodyTooLarge(Exception):
     """A chunked body grew past the limit while the app was reading it."""
 
 
@@ -135,7 +135,7 @@ class BodyLimitMiddleware:
             return
         declared = content_length(Headers(scope=scope))
         if declared == -1:
-            await _reply(send, 400, "bad_request", "Content-Length is not a valid number")
+            await _reply(send, BadContentLength().answer())
             return
         if declared is not None and declared > self.max_body_bytes:
             await self._too_large(send)
@@ -149,7 +149,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise BodyTooLarge
+                    raise _ChunkedBodyTooLarge
             return message
 
         async def noting(message: Message) -> None:
@@ -159,21 +159,21 @@ class BodyLimitMiddleware:
 
         try:
             await self.app(scope, receive_with_limit, noting)
-        except BodyTooLarge:
+        except _ChunkedBodyTooLarge:
             if started:
                 raise
             await self._too_large(send)
 
     async def _too_large(self, send: Send) -> None:
-        message = f"request body is larger than {self.max_body_bytes} bytes"
         # The client may still be sending a body we will not read.
-        await _reply(send, 413, "body_too_large", message, close=True)
+        await _reply(send, BodyTooLarge(self.max_body_bytes).answer(), close=True)
 
 
-async def _reply(send: Send, status: int, code: str, message: str, close: bool = False) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+async def _reply(send: Send, found: Answer, close: bool = False) -> None:
+    """An answer from errors.py, sent before any app has run (no Response object here)."""
+    body = found.body()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if close:
         headers.append((b"connection", b"close"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.start", "status": found.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

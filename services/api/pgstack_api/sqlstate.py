@@ -21,6 +21,7 @@ class Kind(enum.Enum):
     CONSTRAINT = "constraint"  # another integrity rule (check, not null)
     BAD_TEXT = "bad_text"  # text the database cannot store (NUL, invalid encoding)
     LOCKED = "locked"  # SQLite: another writer holds the file; transient
+    UNDEFINED_TABLE = "undefined_table"  # a table that does not exist: never migrated (health)
     OTHER = "other"  # a bug or an unexpected state: 500
 
 
@@ -33,6 +34,7 @@ _EXACT: dict[str, Kind] = {
     "23503": Kind.MISSING_REFERENCE,  # foreign_key_violation
     "22021": Kind.BAD_TEXT,  # character_not_in_repertoire (NUL in text)
     "22P05": Kind.BAD_TEXT,  # untranslatable_character
+    "42P01": Kind.UNDEFINED_TABLE,  # undefined_table
 }
 _CLASSES: dict[str, Kind] = {
     "08": Kind.UNAVAILABLE,  # connection exception (PgBouncer's own errors are 08P01)
@@ -89,6 +91,8 @@ def classify(exc: BaseException) -> Kind | None:
         return Kind.LOCKED
     if _sqlite_unique(inner):
         return Kind.DUPLICATE
+    if type(inner).__name__ == "OperationalError" and "no such table" in str(inner):
+        return Kind.UNDEFINED_TABLE  # SQLite's wording of 42P01
     state = sqlstate(exc)
     if state is not None:
         if state == "42501" and _locked_out(inner):
