@@ -92,8 +92,7 @@ pitr_psql "CHECKPOINT" >/dev/null || true
 # through docker by id (compose adds about half a second per call), and the clock reads ms.
 pitr_step "3/6 stop postgres (the API answers 503 from now on)"
 down_since_ms=$(($(date +%s%N) / 1000000))
-down_since=$((down_since_ms / 1000))
-docker stop --time 60 "$PG" >/dev/null # compose's stop_grace_period for postgres
+docker stop "$PG" >/dev/null # waits the stop_grace_period compose gave the container
 
 pitr_step "4/6 restore the newest backup before the target, beside the current cluster"
 if ! "${ONE_OFF[@]}" pitr-restore --target-time "$TARGET"; then
@@ -125,7 +124,7 @@ while :; do
 		sed -n 's/.*restored log file "\([0-9A-F]*\)" from archive.*/\1/p' | tail -n 1)
 	if [[ $wal != "$last_wal" ]]; then last_wal=$wal last_change=$(date +%s); fi
 	if (($(date +%s) - last_print >= 10)); then
-		echo "replaying: WAL ${last_wal:-(starting)}, $(($(date +%s) - down_since)) s since postgres stopped"
+		echo "replaying: WAL ${last_wal:-(starting)}, $((($(date +%s%N) / 1000000 - down_since_ms) / 1000)) s since postgres stopped"
 		last_print=$(date +%s)
 	fi
 	if (($(date +%s) - last_change > STALL_S)); then

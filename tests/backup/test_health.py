@@ -50,6 +50,19 @@ def test_a_failed_run_is_unhealthy_until_the_next_success() -> None:
     assert health(state, DAY, NOW)[0] is True
 
 
+def test_a_run_that_fails_within_the_second_of_a_success_is_still_the_newer() -> None:
+    """The runner records microseconds (seconds alone made a failure in the same second as the
+    success before it equal to it: healthy, wrongly), and the times compare as times, so a record
+    an older version wrote in whole seconds still orders right ("05.9" sorts before "05Z")."""
+    state = {
+        "last_success": {"name": "b", "at": "2026-11-27T12:00:05Z"},
+        "last_failure": {"at": "2026-11-27T12:00:05.900000Z", "error": "No space left on device"},
+    }
+    assert health(state, DAY, NOW + timedelta(seconds=6))[0] is False
+    state["last_success"] = {"name": "c", "at": "2026-11-27T12:00:06Z"}
+    assert health(state, DAY, NOW + timedelta(seconds=7))[0] is True
+
+
 def test_a_broken_wal_archive_is_unhealthy() -> None:
     state = {
         "last_success": {"name": "b", "at": _iso(NOW)},

@@ -76,6 +76,10 @@ def test_restore_to_a_time_gives_exactly_the_rows_committed_before_it(pstack: Ba
     assert pstack.psql("SELECT count(*) FROM pg_file_settings WHERE name = 'hot_standby'") == "0"
     _serving(pstack)
     assert "the API was unavailable for" in restored.stdout
+    # Already at the code's head: the migration job was not started inside the outage.
+    assert "migrations: the recovered database is at the code's head" in restored.stdout
+    # The set-aside cluster and the marker are gone from the data volume.
+    assert pstack.exec("postgres", "ls", "/var/lib/postgresql/data")[1].split() == ["pgdata"]
     # The safety dump of the state before the recovery -- with the later rows -- is still there
     # after the whole command, a backup on the new timeline included.
     safety = _pre_pitr_dumps(pstack)

@@ -121,7 +121,9 @@ def run(settings: Settings, label: str = "", *, retention: bool = True) -> dict[
     current = state.load(store.state_path)
     if errors:
         failure = {
-            "at": log.iso(log.now()),
+            # Microseconds: a run that fails within a second of a success must still be the
+            # newer of the two for health.
+            "at": log.iso(log.now(), "microseconds"),
             "error": "; ".join(f"{k}: {v}" for k, v in errors.items()),
         }
         state.save({**current, "last_failure": failure}, store.state_path)
@@ -129,7 +131,8 @@ def run(settings: Settings, label: str = "", *, retention: bool = True) -> dict[
         log.event(**summary)
         log.notify(settings.webhook_url, summary)
         raise RunFailed(failure["error"])
-    success = {"name": summary["backup"], "at": log.iso(log.now()), "size": summary.get("size"),
+    success = {"name": summary["backup"], "at": log.iso(log.now(), "microseconds"),
+               "size": summary.get("size"),
                "duration_s": summary["duration_s"]}  # fmt: skip
     # This run checked the archive too (the backup waits for its WAL): an older alert is over.
     current = {k: v for k, v in state.load(store.state_path).items() if k != "archive_problem"}

@@ -52,7 +52,7 @@ def health(state: dict[str, Any], interval: timedelta, at: datetime) -> tuple[bo
         return False, f"point-in-time recovery is broken: {state['archive_problem']['error']}"
     success = state.get("last_success") or {}
     failure = state.get("last_failure") or {}
-    if failure and failure.get("at", "") > success.get("at", ""):
+    if failure and (not success or log.parse(failure["at"]) > log.parse(success["at"])):
         return False, f"the last run failed at {failure['at']}: {failure.get('error', '?')}"
     reference = success.get("at") or state.get("since")
     if not reference:
