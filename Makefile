@@ -232,6 +232,7 @@ cluster-check: preflight ## Split-brain alarm: asks each node if it takes writes
 NODE ?=
 ha-reinit: preflight ## Rebuild NODE=patroniN from the leader (its data erased and cloned again), wait until it streams.
 	@$(HA_CLUSTER) reinit "$(NODE)"
+	@$(MAKE) ha-wait-sync
 	@$(MAKE) cluster-status
 
 # `up --wait` returns once every node's PostgreSQL accepts connections; Patroni names the

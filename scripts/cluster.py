@@ -35,7 +35,7 @@ r = subprocess.run(["psql", "-XAtq", "-d", "postgres", "-c", "SELECT pg_is_in_re
                    capture_output=True, text=True, timeout=10)
 out["writable"] = {"f": True, "t": False}.get(r.stdout.strip())
 if out["writable"] is None:
-    out["pg_error"] = (r.stderr.strip().splitlines() or ["no answer"])[-1]
+    out["pg_error"] = (r.stderr.strip().splitlines() or ["no answer"])[0].replace("psql: ", "")
 try:
     with urllib.request.urlopen("http://127.0.0.1:8008/patroni", timeout=5) as response:
         out["patroni"] = json.load(response)
@@ -95,8 +95,9 @@ def diagnose(nodes: list[Node], members: list[dict[str, Any]] | None) -> Verdict
     leader = leaders[0] if leaders else None
     if len(writable) > 1:
         others = [n for n in writable if n != leader]
+        both = "both" if len(writable) == 2 else "all"
         alarm(
-            f"SPLIT BRAIN: {_and(writable)} all accept writes; Patroni's leader is "
+            f"SPLIT BRAIN: {_and(writable)} {both} accept writes; Patroni's leader is "
             f"{leader or 'nobody'}. Writes to {_and(others)} are outside the cluster's history "
             "and are lost when it rejoins (HAProxy sends clients only to the leader; anything "
             f"connected to {_and(others)} directly is not). If Patroni is paused, `patronictl "
@@ -140,13 +141,16 @@ def diagnose(nodes: list[Node], members: list[dict[str, Any]] | None) -> Verdict
                     "followed the new leader yet (Patroni rewinds it within a minute of a "
                     f"failover); if it stays there, make ha-reinit NODE={m['Member']}."
                 )
+    answering = sum(1 for n in nodes if n.writable is not None)
     for n in nodes:
         state = by_name.get(n.name, {}).get("State")
         if n.name not in by_name or n.writable is None:
+            why = f"Patroni: {state}; " if state else ""
             warn(
-                f"{n.name} is down ({n.error or 'not in Patroni list'}): the cluster runs on "
-                f"{len(by_name)} of {len(nodes)} nodes. make ha-logs SERVICE={n.name}; start it "
-                f"(make ha-up) or rebuild it: make ha-reinit NODE={n.name}."
+                f"{n.name} is down ({why}{n.error or 'not in patronictl list'}): the cluster "
+                f"runs on {answering} of {len(nodes)} nodes. Read make ha-logs SERVICE={n.name}; "
+                "start it (make ha-up starts what is stopped) or rebuild it: "
+                f"make ha-reinit NODE={n.name}."
             )
         elif state not in ("running", "streaming"):
             warn(f"{n.name} is {state}, not streaming; make ha-logs SERVICE={n.name}.")
