@@ -238,13 +238,15 @@ def check() -> Exit:
 
 
 def leader(wait: float) -> str | None:
-    """The leader's name once Patroni names one whose PostgreSQL runs (None after `wait` s)."""
+    """The leader's name once Patroni names one and its PostgreSQL, asked directly, takes writes
+    (None after `wait` s). Right after a crash etcd still names the old leader "running" until
+    Patroni's next loop; its own PostgreSQL does not answer."""
     names = node_names()
     deadline = time.monotonic() + wait
     while True:
         rows = members(names) or []
         found = [m for m in rows if m["Role"] == "Leader" and m["State"] == "running"]
-        if found:
+        if found and probe(found[0]["Member"]).writable:
             project = os.environ.get("COMPOSE_PROJECT_NAME", "the cluster")
             print(f"{project}: leader {found[0]['Member']}, timeline {found[0].get('TL')}",
                   file=sys.stderr)  # fmt: skip
