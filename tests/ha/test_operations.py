@@ -169,6 +169,39 @@ def test_ha_reinit_rebuilds_a_broken_replica_from_the_leader(cluster: Cluster, d
     cluster.node_psql(leader, "DROP TABLE reinit_probe")
 
 
+# Connects N times through HAProxy (postgres:PORT) from the backend network, as the migrate job
+# would, and prints what each server says about itself.
+_THROUGH_HAPROXY = """
+import json, os, sys, psycopg
+password = open(os.environ["PGSTACK_ADMIN_DATABASE_PASSWORD_FILE"]).read().strip()
+seen = []
+for _ in range(int(sys.argv[2])):
+    with psycopg.connect(host="postgres", port=int(sys.argv[1]), user="app_owner",
+                         dbname="pgstack", password=password, connect_timeout=5) as conn:
+        seen.append(conn.execute("SELECT pg_is_in_recovery(), host(inet_server_addr())").fetchone())
+print(json.dumps(seen))
+"""
+
+
+def _through_haproxy(cluster: Cluster, port: int, count: int) -> list[list[Any]]:
+    result = cluster.compose(
+        "run", "--rm", "--no-deps", "--no-TTY", "migrate",
+        "python3", "-c", _THROUGH_HAPROXY, str(port), str(count), check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return list(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def test_port_5433_reaches_only_the_replicas_in_turn_and_5432_the_leader(cluster: Cluster) -> None:
+    cluster.wait_members(healthy, 60, "a healthy cluster")
+    time.sleep(3)  # HAProxy marks a node up after its next check (1 s)
+    replicas = _through_haproxy(cluster, 5433, 6)
+    assert all(in_recovery for in_recovery, _ in replicas), replicas
+    assert len({address for _, address in replicas}) == 2, replicas  # round robin over both
+    leader = _through_haproxy(cluster, 5432, 2)
+    assert [in_recovery for in_recovery, _ in leader] == [False, False], leader
+
+
 def test_after_a_failover_the_db_targets_reach_and_name_the_new_leader(cluster: Cluster) -> None:
     members = cluster.wait_members(healthy, 60, "a healthy cluster before the crash")
     old_leader, standby = _role(members, "Leader"), _role(members, "Sync Standby")
