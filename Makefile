@@ -82,12 +82,17 @@ preflight:
 ##@ Database (the original guide's db:* scripts; HA=1: the cluster's leader)
 # The CLI runs in a one-off migrate container, connecting to "postgres:5432": the single node, or
 # in the cluster HAProxy, which follows the leader. With HA=1 each command first waits (up to
-# 60 s, e.g. through a failover) until Patroni names a running leader and says which, then until
-# the database answers through HAProxy (a new leader is routed to within about 2 s).
-DB_CLI = $(if $(filter 1,$(HA)),$(HA_CLUSTER) leader --wait 60 >/dev/null && $(HA_COMPOSE) run --rm --no-deps --no-TTY migrate \
-	sh -c 'pgstack-db wait --timeout 60 >/dev/null 2>&1; exec pgstack-db "$$@"' pgstack-db,$(COMPOSE) run --rm --no-TTY migrate pgstack-db)
-# Roles and passwords are set in the server's own container, as the superuser over its socket.
-DB_INIT = $(if $(filter 1,$(HA)),leader=$$($(HA_CLUSTER) leader --wait 60) && $(HA_COMPOSE) exec --no-TTY "$$leader",$(COMPOSE) exec --no-TTY postgres) pgstack-db-init
+# 60 s, e.g. through a failover) until Patroni names a leader whose PostgreSQL takes writes and
+# says which, then until the database answers through HAProxy (it routes to a new leader within
+# about 2 s). --no-deps: the cluster runs already, and compose would re-run etcd-auth (~10 s).
+DB_CLI_SINGLE := $(COMPOSE) run --rm --no-TTY migrate pgstack-db
+DB_CLI_HA = $(HA_CLUSTER) leader --wait 60 >/dev/null && $(HA_COMPOSE) run --rm --no-deps --no-TTY migrate \
+	sh -c 'pgstack-db wait --timeout 60 >/dev/null 2>&1; exec pgstack-db "$$@"' pgstack-db
+DB_CLI = $(if $(filter 1,$(HA)),$(DB_CLI_HA),$(DB_CLI_SINGLE))
+# Roles and passwords are set in the server's own container (the leader's), as the superuser over
+# its socket, from the secret files as they are now (rotation).
+DB_INIT_HA = leader=$$($(HA_CLUSTER) leader --wait 60) && $(HA_COMPOSE) exec --no-TTY "$$leader" pgstack-db-init
+DB_INIT = $(if $(filter 1,$(HA)),$(DB_INIT_HA),$(COMPOSE) exec --no-TTY postgres pgstack-db-init)
 
 .PHONY: db-check db-init db-status db-deploy db-seed db-reset
 db-check: preflight ## Connectivity (PgBouncer and direct), versions, pools, table sizes: a table (JSON=1: JSON).
@@ -295,6 +300,7 @@ lint: $(TEST_VENV)/.installed ## ruff, mypy (strict), hadolint and shellcheck on
 	done
 	@"$(TEST_VENV)/bin/ruff" check tests bench scripts
 	@"$(TEST_VENV)/bin/ruff" format --check tests bench scripts
+	@"$(TEST_VENV)/bin/mypy" --strict scripts/cluster.py
 
 bench: preflight base-image secrets $(TEST_VENV)/.installed ## Benchmarks: docs/benchmarks.json, .png and the figures in docs/benchmarks.md.
 	@"$(TEST_VENV)/bin/python" -m bench
