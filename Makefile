@@ -27,6 +27,9 @@ PYTEST_ARGS ?=
 CONFIRM ?=
 # make db-check JSON=1: the report as one JSON line instead of a table.
 JSON ?=
+# make db-status HA=1 (or HA=1 in .env): the Database targets act on the cluster of make ha-up
+# (project HA_PROJECT_NAME), on its leader, instead of on the single node.
+HA ?=
 
 # pgBackRest's off-site repository on S3 needs PostgreSQL to reach it (services/backup/compose.s3.yml).
 BACKUP_REPO2 ?=
@@ -35,7 +38,6 @@ COMPOSE_FILE ?= docker-compose.yml$(if $(filter s3,$(BACKUP_REPO2)),:services/ba
 export COMPOSE_PROJECT_NAME COMPOSE_FILE PGSTACK_HTTP_PORT PGSTACK_HTTP_BIND PGSTACK_SECRETS_DIR PGSTACK_IMAGE_TAG \
 	BASE_IMAGE PGSTACK_CA_BUNDLE
 COMPOSE := docker compose
-DB_CLI := $(COMPOSE) run --rm --no-TTY migrate pgstack-db
 
 ##@ Help
 .PHONY: help
@@ -77,13 +79,27 @@ secrets: ## Generate missing secrets in $(PGSTACK_SECRETS_DIR) (0600; never over
 preflight:
 	@scripts/preflight.sh
 
-##@ Database (the original guide's db:* scripts)
+##@ Database (the original guide's db:* scripts; HA=1: the cluster's leader)
+# The CLI runs in a one-off migrate container, connecting to "postgres:5432": the single node, or
+# in the cluster HAProxy, which follows the leader. With HA=1 each command first waits (up to
+# 60 s, e.g. through a failover) until Patroni names a leader whose PostgreSQL takes writes and
+# says which, then until the database answers through HAProxy (it routes to a new leader within
+# about 2 s). --no-deps: the cluster runs already, and compose would re-run etcd-auth (~10 s).
+DB_CLI_SINGLE := $(COMPOSE) run --rm --no-TTY migrate pgstack-db
+DB_CLI_HA = $(HA_CLUSTER) leader --wait 60 >/dev/null && $(HA_COMPOSE) run --rm --no-deps --no-TTY migrate \
+	sh -c 'pgstack-db wait --timeout 60 >/dev/null 2>&1; exec pgstack-db "$$@"' pgstack-db
+DB_CLI = $(if $(filter 1,$(HA)),$(DB_CLI_HA),$(DB_CLI_SINGLE))
+# Roles and passwords are set in the server's own container (the leader's), as the superuser over
+# its socket, from the secret files as they are now (rotation).
+DB_INIT_HA = leader=$$($(HA_CLUSTER) leader --wait 60) && $(HA_COMPOSE) exec --no-TTY "$$leader" pgstack-db-init
+DB_INIT = $(if $(filter 1,$(HA)),$(DB_INIT_HA),$(COMPOSE) exec --no-TTY postgres pgstack-db-init)
+
 .PHONY: db-check db-init db-status db-deploy db-seed db-reset
 db-check: preflight ## Connectivity (PgBouncer and direct), versions, pools, table sizes: a table (JSON=1: JSON).
 	@$(DB_CLI) check $(if $(JSON),--json)
 
 db-init: preflight ## Create or update roles, grants, extensions and passwords (idempotent).
-	@$(COMPOSE) exec --no-TTY postgres pgstack-db-init
+	@$(DB_INIT)
 
 db-status: preflight ## Current vs head migration, pending migrations.
 	@$(DB_CLI) status
@@ -96,7 +112,7 @@ db-seed: preflight ## Load idempotent demo data.
 
 db-reset: preflight ## Drop and recreate the schema: every row is lost. Needs CONFIRM=1.
 	@if [[ "$(CONFIRM)" != 1 ]]; then \
-		echo "db-reset drops every table and row of $(COMPOSE_PROJECT_NAME). Run: make db-reset CONFIRM=1" >&2; exit 4; fi
+		echo "db-reset drops every table and row of $(if $(filter 1,$(HA)),$(HA_PROJECT_NAME),$(COMPOSE_PROJECT_NAME)). Run: make db-reset $(if $(filter 1,$(HA)),HA=1 )CONFIRM=1" >&2; exit 4; fi
 	@$(DB_CLI) reset --yes
 
 ##@ Backup (services/backup; runbook: docs/operations.md "Backups and restores")
@@ -179,7 +195,10 @@ export API_READY_WAIT
 # so `make up` and `make ha-up` never touch each other's containers or volumes (both publish the
 # API on PGSTACK_HTTP_PORT: run one at a time, or give one another port).
 HA_PROJECT_NAME ?= pgstack-ha
-HA_COMPOSE := COMPOSE_PROJECT_NAME=$(HA_PROJECT_NAME) COMPOSE_FILE=docker-compose.ha.yml $(COMPOSE)
+HA_ENV := COMPOSE_PROJECT_NAME=$(HA_PROJECT_NAME) COMPOSE_FILE=docker-compose.ha.yml
+HA_COMPOSE := $(HA_ENV) $(COMPOSE)
+# The cluster node by node, from the host (scripts/cluster.py: leader, check, reinit).
+HA_CLUSTER := $(HA_ENV) $(PYTHON) scripts/cluster.py
 HA_NODES := patroni1 patroni2 patroni3
 # patronictl ARGS from the first node that answers: every node reads the same state from etcd, so
 # a stopped node does not stop it. As postgres, with the node's private configuration.
@@ -187,7 +206,7 @@ HA_PATRONICTL = (for node in $(HA_NODES); do \
 	$(HA_COMPOSE) exec --no-TTY --user postgres "$$node" patronictl --config-file /run/pgstack-patroni $(1) 2>/dev/null \
 		&& exit 0; done; exit 1)
 
-.PHONY: ha-up ha-down ha-ps ha-logs ha-secrets cluster-status ha-wait-sync
+.PHONY: ha-up ha-down ha-ps ha-logs ha-secrets cluster-status cluster-check ha-reinit ha-wait-sync
 ha-up: preflight base-image ha-secrets ## Build what is missing, start the cluster and the API on it, wait until healthy, show the cluster.
 	@echo "starting the cluster (project $(HA_PROJECT_NAME)); first run builds the images..."
 	@$(HA_COMPOSE) up --detach --wait --wait-timeout 400
@@ -210,6 +229,16 @@ ha-secrets: ## Generate missing secrets, the cluster's own included (0600; never
 cluster-status: preflight ## Leader, replicas, lag, timeline and sync state of the cluster, as a table.
 	@$(call HA_PATRONICTL,list) || { \
 		echo "error: no node of $(HA_PROJECT_NAME) answers; is the cluster up? (make ha-ps)" >&2; exit 1; }
+
+cluster-check: preflight ## Split-brain alarm: asks each node if it takes writes; one leader, one timeline, a sync standby? Exit 1 if not.
+	@$(HA_CLUSTER) check
+
+# NODE: patroni1, patroni2 or patroni3; never the leader (make switchover first).
+NODE ?=
+ha-reinit: preflight ## Rebuild NODE=patroniN from the leader (its data erased and cloned again), wait until it streams.
+	@$(HA_CLUSTER) reinit "$(NODE)"
+	@$(MAKE) ha-wait-sync
+	@$(MAKE) cluster-status
 
 # `up --wait` returns once every node's PostgreSQL accepts connections; Patroni names the
 # synchronous standby a few seconds later, and until then a commit is on one node only.
@@ -269,8 +298,9 @@ lint: $(TEST_VENV)/.installed ## ruff, mypy (strict), hadolint and shellcheck on
 		(cd "$$pkg" && "$(TEST_VENV)/bin/ruff" check . && "$(TEST_VENV)/bin/ruff" format --check . \
 			&& "$(TEST_VENV)/bin/mypy") || exit 1; \
 	done
-	@"$(TEST_VENV)/bin/ruff" check tests bench
-	@"$(TEST_VENV)/bin/ruff" format --check tests bench
+	@"$(TEST_VENV)/bin/ruff" check tests bench scripts
+	@"$(TEST_VENV)/bin/ruff" format --check tests bench scripts
+	@"$(TEST_VENV)/bin/mypy" --strict scripts/cluster.py
 
 bench: preflight base-image secrets $(TEST_VENV)/.installed ## Benchmarks: docs/benchmarks.json, .png and the figures in docs/benchmarks.md.
 	@"$(TEST_VENV)/bin/python" -m bench

@@ -23,12 +23,12 @@ class Cluster(Stack):
     def env(self) -> dict[str, str]:
         return {**super().env, "COMPOSE_FILE": str(REPO / "docker-compose.ha.yml")}
 
-    def make_target(self, *targets: str) -> subprocess.CompletedProcess[str]:
+    def make_target(self, *targets: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """A Makefile target against this cluster (its project name, secrets and images)."""
         return subprocess.run(
             ["make", "--no-print-directory", *targets], cwd=REPO,
             env={**self.env, "HA_PROJECT_NAME": self.project},
-            capture_output=True, text=True, timeout=120, check=False,
+            capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
 
     def running_nodes(self) -> list[str]:
