@@ -211,6 +211,17 @@ cluster-status: preflight ## Leader, replicas, lag, timeline and sync state of t
 	@$(call HA_PATRONICTL,list) || { \
 		echo "error: no node of $(HA_PROJECT_NAME) answers; is the cluster up? (make ha-ps)" >&2; exit 1; }
 
+# Backups of the cluster: the backup service of docker-compose.ha.yml, the single node's commands
+# (services/backup/README.md, "In the cluster").
+HA_BACKUP_CLI := $(HA_COMPOSE) exec --no-TTY --user postgres backup pgstack-backup
+
+.PHONY: ha-backup ha-backup-list
+ha-backup: preflight ## Back up the cluster now: pgBackRest from a standby, a verified dump, retention.
+	@$(HA_BACKUP_CLI) run
+
+ha-backup-list: preflight ## The cluster's backups (both kinds) and its point-in-time window.
+	@$(HA_BACKUP_CLI) list
+
 # `up --wait` returns once every node's PostgreSQL accepts connections; Patroni names the
 # synchronous standby a few seconds later, and until then a commit is on one node only.
 ha-wait-sync:

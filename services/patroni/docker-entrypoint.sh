@@ -7,17 +7,32 @@
 set -Eeuo pipefail
 # shellcheck source=SCRIPTDIR/../lib/pgstack-lib.sh
 source /usr/local/lib/pgstack/pgstack-lib.sh
+# shellcheck source=SCRIPTDIR/../lib/pgbackrest-conf.sh
+source /usr/local/lib/pgstack/pgbackrest-conf.sh
 
 CONFIG_DIR=/run/pgstack-patroni
 VOLUME_ROOT=${PGDATA%/*}
 
 # usage: patroni_setup_dirs
 # The volume's root and the socket directory, owned by postgres; the configuration directory
-# private to it (it will hold passwords).
+# private to it (it will hold passwords); pgBackRest's spool and repositories.
 patroni_setup_dirs() {
 	install -d -o postgres -g postgres -m 0700 "$VOLUME_ROOT"
-	install -d -o postgres -g postgres -m 2775 /var/run/postgresql
+	install -d -o postgres -g postgres -m 2775 "$PGBACKREST_SOCKET_DIR"
+	# The socket directory is a volume (the backup service reaches this node's PostgreSQL
+	# through it): a lock file left by a killed container names a process id that another
+	# process may hold in this one, and PostgreSQL would refuse to start. Nothing of this
+	# container runs yet, so every lock file there is stale.
+	rm -f "$PGBACKREST_SOCKET_DIR"/.s.PGSQL.*.lock
+	install -d -o postgres -g postgres -m 0750 "$PGBACKREST_SPOOL_DIR"
 	install -d -o postgres -g postgres -m 0700 "$CONFIG_DIR" "$CONFIG_DIR/secrets"
+	# archive-push (the leader) and restores (a new replica) use the repositories: the shared
+	# backups volume, and the off-site one when BACKUP_REPO2=posix.
+	local repo
+	for repo in "${PGBACKREST_REPO1_PATH%/*}" ${BACKUP_REPO2:+/var/lib/pgstack-offsite}; do
+		[[ -d $repo ]] && chown postgres:postgres "$repo" && chmod 0700 "$repo"
+	done
+	return 0
 }
 
 # usage: patroni_yaml_secret NAME
@@ -80,6 +95,10 @@ _main() {
 		patroni_require_identity
 		patroni_setup_dirs
 		patroni_render_config
+		pgbackrest_render_conf postgres
+		# Each node's data directory has a path of its own (the compose file sets PGDATA), so
+		# the backup service can mount all three where their servers say they are.
+		export PATRONI_POSTGRESQL_DATA_DIR=$PGDATA
 		pgstack_drop_privileges postgres tini -- "$@"
 	fi
 	exec "$@"
