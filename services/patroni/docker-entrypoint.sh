@@ -79,6 +79,40 @@ patroni_render_config() {
 	chown -R postgres:postgres "$CONFIG_DIR"
 }
 
+# usage: patroni_pitr_config
+# A point-in-time recovery of the cluster (make ha-restore, services/backup/ha-pitr-restore.sh)
+# leaves PITR_BOOTSTRAP on the volume of the node that is to recover it: the target time and the
+# timeline to follow, one a line, with the cluster removed from etcd and this node's data set
+# aside. Patroni then bootstraps a new cluster the way its documentation describes for a backup
+# tool: a custom method that runs `pgbackrest restore` (the newest backup before the target),
+# then PostgreSQL replays archived WAL up to the target and promotes. Patroni reads a bootstrap
+# method only when it initialises a cluster, so the file changes nothing once the node has data.
+patroni_pitr_config() {
+	local request=$VOLUME_ROOT/PITR_BOOTSTRAP target timeline
+	[[ -f $request && ! -s $PGDATA/PG_VERSION ]] || return 0
+	{ read -r target && read -r timeline; } <"$request" || pgstack_error "$request: expected two lines (target time, timeline)"
+	[[ $target =~ ^[0-9][0-9:.+\ -]+$ && $timeline =~ ^[0-9]+$ ]] ||
+		pgstack_error "$request: target '$target' / timeline '$timeline' malformed; remove it or run make ha-restore again"
+	install -d -o postgres -g postgres -m 0700 "$PGDATA"
+	install -o postgres -g postgres -m 0600 /dev/null "$CONFIG_DIR/30-pitr.yml"
+	cat >"$CONFIG_DIR/30-pitr.yml" <<-YAML
+		bootstrap:
+		  method: pgbackrest_pitr
+		  pgbackrest_pitr:
+		    command: 'pgbackrest --stanza=pgstack restore --type=time "--target=$target" --target-timeline=$timeline --target-action=promote'
+		    no_params: true
+		    # Patroni writes the recovery settings below and drops pgBackRest's copies from
+		    # postgresql.auto.conf, so none is left behind once the node follows as a replica.
+		    keep_existing_recovery_conf: false
+		    recovery_conf:
+		      restore_command: 'pgbackrest --stanza=pgstack archive-get %f "%p"'
+		      recovery_target_time: '$target'
+		      recovery_target_timeline: '$timeline'
+		      recovery_target_action: promote
+	YAML
+	pgstack_log pitr_bootstrap target="$target" timeline="$timeline"
+}
+
 # usage: patroni_require_identity
 # Patroni names the node and tells the others where to reach it from these; without them every
 # node would call itself by the container's id.
@@ -96,6 +130,7 @@ _main() {
 		patroni_setup_dirs
 		patroni_render_config
 		pgbackrest_render_conf postgres
+		patroni_pitr_config
 		# Each node's data directory has a path of its own (the compose file sets PGDATA), so
 		# the backup service can mount all three where their servers say they are.
 		export PATRONI_POSTGRESQL_DATA_DIR=$PGDATA
