@@ -9,6 +9,9 @@
 # both). Nothing is touched until the target is known to be reachable; the former leader's data
 # is set aside (pgdata.previous on its volume) until the recovered cluster serves, and a failed
 # recovery puts it back.
+# The scripts handed to pitr_volumes and pitr_forget_cluster run inside containers and expand
+# their own arguments there: single quotes on purpose.
+# shellcheck disable=SC2016
 set -Eeuo pipefail
 
 COMPOSE=(docker compose)
