@@ -142,7 +142,10 @@ trap - ERR INT TERM
 "${COMPOSE[@]}" exec --no-TTY --user postgres "$LEADER" psql --no-psqlrc --quiet --tuples-only \
 	--dbname=postgres --command="SELECT 'recovered to ' || now()::text || ', timeline ' || timeline_id FROM pg_control_checkpoint()"
 
-pitr_step "7/7 a backup on the new timeline (replicas restore from it), then the replicas, the API"
+pitr_step "7/7 migrations to head, a backup on the new timeline (replicas restore from it), the replicas, the API"
+# A recovered database may be behind the code; at head this is a no-op (the advisory lock and
+# alembic as always). --no-deps: migrate depends on HAProxy's health, which lags a new leader.
+"${COMPOSE[@]}" run --rm --no-deps --no-TTY migrate
 # Before the replicas start: they restore the newest backup, and one taken after the target on
 # the old timeline could not follow the new one. Retention off: nothing is deleted after a restore.
 "${BACKUP_CLI[@]}" run --label post-pitr --no-retention
