@@ -80,7 +80,8 @@ pitr_wait_leader() {
 }
 
 # usage: pitr_rollback LEADER REASON
-# Put LEADER's set-aside data back, start the cluster on it, and fail with REASON.
+# Put LEADER's set-aside data back (as a bootstrap of its own: see patroni_pitr_config,
+# "previous"), start the cluster on it, and fail with REASON.
 pitr_rollback() {
 	trap - ERR INT TERM
 	pitr_error "point-in-time recovery failed: $2"
@@ -89,10 +90,14 @@ pitr_rollback() {
 	pitr_forget_cluster || true
 	pitr_volumes 'rm -f "/restore/$1/PITR_BOOTSTRAP"
 		if [[ -d /restore/$1/pgdata.previous ]]; then
-			rm -rf "/restore/$1/pgdata"; mv "/restore/$1/pgdata.previous" "/restore/$1/pgdata"
-		fi' "$1"
+			# What the failed recovery wrote (Patroni renames a failed bootstrap .failed).
+			rm -rf "/restore/$1/pgdata" "/restore/$1/pgdata.failed"
+			printf "previous\n%s\n" "$2" >"/restore/$1/PITR_BOOTSTRAP"
+		fi' "$1" "$TIMELINE"
 	"${COMPOSE[@]}" up --detach --no-deps "$1"
-	pitr_wait_leader "$1" "$STALL_S"
+	# A cluster that was running minutes ago: it starts without replay, whatever STALL_S is.
+	pitr_wait_leader "$1" 300
+	pitr_volumes 'rm -f "/restore/$1/PITR_BOOTSTRAP"' "$1"
 	"${COMPOSE[@]}" up --detach --no-deps "${NODES[@]}"
 	pitr_error "the previous cluster is back on $1 (the other nodes clone it again); nothing was lost."
 	exit 1
@@ -123,17 +128,17 @@ pitr_step "4/7 remove the cluster from etcd (patronictl remove)"
 pitr_forget_cluster
 
 pitr_step "5/7 set $LEADER's data aside, ask it to recover to $TARGET_ISO; the replicas' copies go"
-trap 'pitr_rollback "$LEADER" "interrupted or failed at line $LINENO"' ERR INT TERM
 # The timeline to recover along is the live one (not "latest": a rolled-back recovery may have
 # left a branch in the archive), as for the single node (pitr.py).
+TIMELINE=$(pitr_volumes 'LC_ALL=C pg_controldata "/restore/$1/pgdata" | sed -n "s/^Latest checkpoint.s TimeLineID: *//p"' "$LEADER")
+[[ $TIMELINE =~ ^[0-9]+$ ]] || { pitr_error "no timeline in $LEADER's pg_control; nothing was changed (the nodes are stopped: make ha-up)"; exit 1; }
+trap 'pitr_rollback "$LEADER" "interrupted or failed at line $LINENO"' ERR INT TERM
 pitr_volumes '
-	node=$1 target=$2; shift 2
-	timeline=$(LC_ALL=C pg_controldata "/restore/$node/pgdata" | sed -n "s/^Latest checkpoint.s TimeLineID: *//p")
-	[[ $timeline =~ ^[0-9]+$ ]] || { echo "no timeline in $node/pgdata" >&2; exit 1; }
+	node=$1 target=$2 timeline=$3; shift 3
 	mv "/restore/$node/pgdata" "/restore/$node/pgdata.previous"
 	printf "%s\n%s\n" "$target" "$timeline" >"/restore/$node/PITR_BOOTSTRAP.tmp"
 	mv "/restore/$node/PITR_BOOTSTRAP.tmp" "/restore/$node/PITR_BOOTSTRAP"
-	for other; do rm -rf "/restore/$other/pgdata"; done' "$LEADER" "$TARGET_ISO" "${OTHERS[@]}"
+	for other; do rm -rf "/restore/$other/pgdata"; done' "$LEADER" "$TARGET_ISO" "$TIMELINE" "${OTHERS[@]}"
 
 pitr_step "6/7 start $LEADER: pgbackrest restore, replay to the target, promote, lead"
 "${COMPOSE[@]}" up --detach --no-deps "$LEADER"

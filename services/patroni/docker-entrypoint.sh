@@ -81,32 +81,45 @@ patroni_render_config() {
 
 # usage: patroni_pitr_config
 # A point-in-time recovery of the cluster (make ha-restore, services/backup/ha-pitr-restore.sh)
-# leaves PITR_BOOTSTRAP on the volume of the node that is to recover it: the target time and the
-# timeline to follow, one a line, with the cluster removed from etcd and this node's data set
-# aside. Patroni then bootstraps a new cluster the way its documentation describes for a backup
-# tool: a custom method that runs `pgbackrest restore` (the newest backup before the target),
-# then PostgreSQL replays archived WAL up to the target and promotes. Patroni reads a bootstrap
-# method only when it initialises a cluster, so the file changes nothing once the node has data.
+# leaves PITR_BOOTSTRAP on the volume of the node that is to recover it -- the target time (or
+# "previous") and the timeline to follow, one a line -- with the cluster removed from etcd and
+# this node's data set aside in pgdata.previous. Patroni then bootstraps a new cluster the way
+# its documentation describes for a backup tool: a custom method that runs `pgbackrest restore`
+# (the newest backup before the target), and PostgreSQL replays archived WAL to the target and
+# promotes. "previous" (a failed recovery, rolled back) moves the set-aside data back and
+# promotes it at once: a new timeline above the failed recovery's, so replicas that follow the
+# archive's latest timeline follow this one. A bootstrap that fails leaves the data directory
+# renamed to pgdata.failed (Patroni's own safety net), never deleted. Patroni reads a bootstrap method only when it
+# initialises a cluster, so the file changes nothing once the node has data.
 patroni_pitr_config() {
-	local request=$VOLUME_ROOT/PITR_BOOTSTRAP target timeline
+	local request=$VOLUME_ROOT/PITR_BOOTSTRAP target timeline command recovery_target
 	[[ -f $request && ! -s $PGDATA/PG_VERSION ]] || return 0
 	{ read -r target && read -r timeline; } <"$request" || pgstack_error "$request: expected two lines (target time, timeline)"
-	[[ $target =~ ^[0-9][0-9:.+\ -]+$ && $timeline =~ ^[0-9]+$ ]] ||
+	[[ ($target == previous || $target =~ ^[0-9][0-9:.+\ -]+$) && $timeline =~ ^[0-9]+$ ]] ||
 		pgstack_error "$request: target '$target' / timeline '$timeline' malformed; remove it or run make ha-restore again"
 	install -d -o postgres -g postgres -m 0700 "$PGDATA"
+	if [[ $target == previous ]]; then
+		command="bash -c \"rmdir $PGDATA && mv $VOLUME_ROOT/pgdata.previous $PGDATA\""
+		# No target: replay to the end of the set-aside data's own timeline (its shutdown
+		# checkpoint; "immediate" fails there, as no redo is needed) and promote.
+		recovery_target=""
+	else
+		command="pgbackrest --stanza=pgstack restore --type=time \"--target=$target\" --target-timeline=$timeline --target-action=promote"
+		recovery_target="recovery_target_time: '$target'"
+	fi
 	install -o postgres -g postgres -m 0600 /dev/null "$CONFIG_DIR/30-pitr.yml"
 	cat >"$CONFIG_DIR/30-pitr.yml" <<-YAML
 		bootstrap:
 		  method: pgbackrest_pitr
 		  pgbackrest_pitr:
-		    command: 'pgbackrest --stanza=pgstack restore --type=time "--target=$target" --target-timeline=$timeline --target-action=promote'
+		    command: '$command'
 		    no_params: true
 		    # Patroni writes the recovery settings below and drops pgBackRest's copies from
 		    # postgresql.auto.conf, so none is left behind once the node follows as a replica.
 		    keep_existing_recovery_conf: false
 		    recovery_conf:
 		      restore_command: 'pgbackrest --stanza=pgstack archive-get %f "%p"'
-		      recovery_target_time: '$target'
+		      $recovery_target
 		      recovery_target_timeline: '$timeline'
 		      recovery_target_action: promote
 	YAML

@@ -3,8 +3,9 @@ the cluster"): the leader archives WAL with pgBackRest, `make ha-backup` copies 
 standby, and a failover changes neither -- the new leader archives its new timeline into the same
 repository and the next backup works. `make ha-restore` refuses a target outside the window
 without touching the cluster, and recovers the whole cluster to a time between two orders:
-exactly the rows before it, on every node, the replicas cloned again on the new timeline.
-One cluster for the module; the tests run in file order (each changes the leader or the data)."""
+exactly the rows before it, on every node, the replicas cloned again on the new timeline; and a
+recovery that fails puts the previous cluster back, with every row. One cluster for the module;
+the tests run in file order (each changes the leader or the data)."""
 
 from __future__ import annotations
 
@@ -140,11 +141,12 @@ def test_after_a_failover_the_new_leader_archives_its_timeline_and_backups_go_on
     assert _backup_came_from_a_standby(cluster, taken["label"]), taken["label"]
 
 
-def _make(cluster: Cluster, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+def _make(cluster: Cluster, *args: str, timeout: float, **env: str
+          ) -> subprocess.CompletedProcess[str]:  # fmt: skip
     """A Makefile target against this cluster, as Cluster.make_target, with a longer bound."""
     return subprocess.run(
         ["make", "--no-print-directory", *args], cwd=REPO,
-        env={**cluster.env, "HA_PROJECT_NAME": cluster.project},
+        env={**cluster.env, "HA_PROJECT_NAME": cluster.project, **env},
         capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
 
@@ -221,3 +223,38 @@ def test_make_ha_restore_recovers_the_cluster_to_a_time_between_two_orders(
     info = _info(cluster)
     assert _timeline(info["archive"][0]["max"]) == _leader_timeline(members), info["archive"]
     assert _timeline(info["backup"][-1]["archive"]["start"]) == _leader_timeline(members)
+
+
+def test_a_failed_recovery_puts_the_previous_cluster_back_with_every_row(cluster: Cluster) -> None:
+    members = cluster.wait_members(healthy, timeout=60, what="a healthy cluster")
+    old_timeline = _leader_timeline(members)
+    leader = next(m["Member"] for m in members if m["Role"] == "Leader")
+    with cluster.http(timeout=20) as http:
+        user = create_user(http)
+        product = create_product(http, stock=100)
+        first = _order(http, user, product)
+        time.sleep(1.5)
+        target = cluster.node_psql(leader, "SELECT now()")
+        time.sleep(1.5)
+        second = _order(http, user, product)
+
+    # No time at all for the recovered node to lead: the recovery fails once it has started
+    # (data set aside, replicas' copies gone, the restore under way) and must roll back.
+    result = _make(cluster, "ha-restore", f"TARGET_TIME={target}", "CONFIRM=1",
+                   timeout=RESTORE_BOUND_S, PITR_STALL_TIMEOUT="0")  # fmt: skip
+    assert result.returncode != 0, result.stdout[-3000:]
+    assert "the previous cluster is back" in result.stderr, result.stdout[-3000:] + result.stderr
+
+    # Back on a timeline of its own, above whatever the failed recovery promoted, so the
+    # replicas (cloned again) follow it.
+    members = cluster.wait_members(
+        lambda ms: healthy(ms) and _leader_timeline(ms) > old_timeline,
+        timeout=FAILOVER_BOUND_S, what="the previous cluster back, three members",
+    )  # fmt: skip
+    assert next(m["Member"] for m in members if m["Role"] == "Leader") == leader
+    for member in members:
+        assert _orders_on(cluster, member["Member"], user) == [first, second], member
+    with cluster.http(timeout=20) as http:
+        _order(http, user, product)
+    code, out = cluster.exec(leader, "bash", "-c", 'ls "${PGDATA%/*}"', user="postgres")
+    assert (code, out.split()) == (0, ["pgdata"]), out
