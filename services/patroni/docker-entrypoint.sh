@@ -19,15 +19,12 @@ VOLUME_ROOT=${PGDATA%/*}
 patroni_setup_dirs() {
 	install -d -o postgres -g postgres -m 0700 "$VOLUME_ROOT"
 	install -d -o postgres -g postgres -m 2775 "$PGBACKREST_SOCKET_DIR"
-	# The socket directory is a volume (the backup service reaches this node's PostgreSQL
-	# through it): a lock file left by a killed container names a process id that another
-	# process may hold in this one, and PostgreSQL would refuse to start. Nothing of this
-	# container runs yet, so every lock file there is stale.
+	# A volume (the backup service connects through it): a killed container's lock file names
+	# a PID another process may hold here, and PostgreSQL would refuse to start. All are stale.
 	rm -f "$PGBACKREST_SOCKET_DIR"/.s.PGSQL.*.lock
 	install -d -o postgres -g postgres -m 0750 "$PGBACKREST_SPOOL_DIR"
 	install -d -o postgres -g postgres -m 0700 "$CONFIG_DIR" "$CONFIG_DIR/secrets"
-	# archive-push (the leader) and restores (a new replica) use the repositories: the shared
-	# backups volume, and the off-site one when BACKUP_REPO2=posix.
+	# archive-push and restores use the repositories (and the off-site one if posix).
 	local repo
 	for repo in "${PGBACKREST_REPO1_PATH%/*}" ${BACKUP_REPO2:+/var/lib/pgstack-offsite}; do
 		[[ -d $repo ]] && chown postgres:postgres "$repo" && chmod 0700 "$repo"
@@ -80,17 +77,14 @@ patroni_render_config() {
 }
 
 # usage: patroni_pitr_config
-# A point-in-time recovery of the cluster (make ha-restore, services/backup/ha-pitr-restore.sh)
-# leaves PITR_BOOTSTRAP on the volume of the node that is to recover it -- the target time (or
-# "previous") and the timeline to follow, one a line -- with the cluster removed from etcd and
-# this node's data set aside in pgdata.previous. Patroni then bootstraps a new cluster the way
-# its documentation describes for a backup tool: a custom method that runs `pgbackrest restore`
-# (the newest backup before the target), and PostgreSQL replays archived WAL to the target and
-# promotes. "previous" (a failed recovery, rolled back) moves the set-aside data back and
-# promotes it at once: a new timeline above the failed recovery's, so replicas that follow the
-# archive's latest timeline follow this one. A bootstrap that fails leaves the data directory
-# renamed to pgdata.failed (Patroni's own safety net), never deleted. Patroni reads a bootstrap method only when it
-# initialises a cluster, so the file changes nothing once the node has data.
+# make ha-restore (services/backup/ha-pitr-restore.sh) leaves PITR_BOOTSTRAP here -- the target
+# time or "previous", and the timeline, one a line -- with the cluster gone from etcd and the
+# data set aside in pgdata.previous. Patroni then bootstraps a new cluster with a custom method,
+# as its documentation does for a backup tool: `pgbackrest restore`, replay to the target,
+# promote. "previous" (a rollback) moves the set-aside data back and promotes it at once, on a
+# timeline above the failed recovery's (replicas follow the archive's latest timeline). A failed
+# bootstrap's directory becomes pgdata.failed (Patroni's rename, never deleted). Patroni reads a
+# bootstrap method only when it initialises a cluster: with data, the file changes nothing.
 patroni_pitr_config() {
 	local request=$VOLUME_ROOT/PITR_BOOTSTRAP target timeline command recovery_target
 	[[ -f $request && ! -s $PGDATA/PG_VERSION ]] || return 0
@@ -144,8 +138,7 @@ _main() {
 		patroni_render_config
 		pgbackrest_render_conf postgres
 		patroni_pitr_config
-		# Each node's data directory has a path of its own (the compose file sets PGDATA), so
-		# the backup service can mount all three where their servers say they are.
+		# A data path per node (PGDATA): the backup service mounts all three where they are.
 		export PATRONI_POSTGRESQL_DATA_DIR=$PGDATA
 		pgstack_drop_privileges postgres tini -- "$@"
 	fi
