@@ -101,8 +101,7 @@ patroni_pitr_config() {
 		command="pgbackrest --stanza=pgstack restore --type=time \"--target=$target\" --target-timeline=$timeline --target-action=promote"
 		recovery_target="recovery_target_time: '$target'"
 	fi
-	install -o postgres -g postgres -m 0600 /dev/null "$CONFIG_DIR/30-pitr.yml"
-	cat >"$CONFIG_DIR/30-pitr.yml" <<-YAML
+	install -o postgres -g postgres -m 0600 /dev/stdin "$CONFIG_DIR/30-pitr.yml" <<-YAML
 		bootstrap:
 		  method: pgbackrest_pitr
 		  pgbackrest_pitr:
