@@ -240,6 +240,25 @@ ha-reinit: preflight ## Rebuild NODE=patroniN from the leader (its data erased a
 	@$(MAKE) ha-wait-sync
 	@$(MAKE) cluster-status
 
+# Backups of the cluster: the backup service of docker-compose.ha.yml, the single node's commands
+# (services/backup/README.md, "In the cluster").
+HA_BACKUP_CLI := $(HA_COMPOSE) exec --no-TTY --user postgres backup pgstack-backup
+
+.PHONY: ha-backup ha-backup-list ha-restore
+ha-backup: preflight ## Back up the cluster now: pgBackRest from a standby, a verified dump, retention.
+	@$(HA_BACKUP_CLI) run
+
+ha-backup-list: preflight ## The cluster's backups (both kinds) and its point-in-time window.
+	@$(HA_BACKUP_CLI) list
+
+ha-restore: preflight ## Recover the whole cluster to TARGET_TIME (Patroni bootstrap from pgBackRest); API 503 meanwhile. Needs CONFIRM=1.
+	@if [ -z "$(TARGET_TIME)" ]; then \
+		echo "error: set TARGET_TIME, e.g. make ha-restore TARGET_TIME='2026-11-27 10:15:00+00:00' CONFIRM=1 (the window: make ha-backup-list)" >&2; exit 2; fi
+	@if [ "$(CONFIRM)" != 1 ]; then \
+		echo "ha-restore replaces every row of $(HA_PROJECT_NAME) with the data as of $(TARGET_TIME), on every node (a safety backup is taken first)." >&2; \
+		echo "Run: make ha-restore TARGET_TIME='$(TARGET_TIME)' CONFIRM=1" >&2; exit 4; fi
+	@$(HA_ENV) services/backup/ha-pitr-restore.sh "$(TARGET_TIME)"
+
 # `up --wait` returns once every node's PostgreSQL accepts connections; Patroni names the
 # synchronous standby a few seconds later, and until then a commit is on one node only.
 ha-wait-sync:

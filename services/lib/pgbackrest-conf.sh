@@ -10,6 +10,13 @@
 # Environment (defaults in docker-compose.yml; meaning in services/backup/README.md):
 #   PGBACKREST_CONFIG          where to write (a tmpfs path; pgBackRest reads this variable too)
 #   PGDATA                     the cluster's data directory
+#   BACKUP_CLUSTER_NODES       "" (one server: PGDATA and the socket above) or the cluster's nodes,
+#                              "patroni1 patroni2 patroni3" (the backup service of
+#                              docker-compose.ha.yml, which mounts each node's data volume and
+#                              socket volume under PGBACKREST_CLUSTER_DATA/<node> and
+#                              PGBACKREST_CLUSTER_RUN/<node>);
+#                              backups then come from a standby. Not PGBACKREST_*: pgBackRest
+#                              reads those variables as its own options.
 #   WAL_ARCHIVE_QUEUE_MAX      bytes of WAL that may wait for a failing archive before pgBackRest
 #                              drops it rather than fill pg_wal
 #   BACKUP_REPO1_RETENTION_FULL, BACKUP_PROCESS_MAX
@@ -24,6 +31,9 @@ PGBACKREST_STANZA=pgstack
 PGBACKREST_REPO1_PATH=/var/lib/pgstack-backup/pgbackrest
 PGBACKREST_SOCKET_DIR=/var/run/postgresql
 PGBACKREST_SPOOL_DIR=/var/run/postgresql/pgbackrest-spool
+# Where the cluster's backup service mounts each node's volumes (docker-compose.ha.yml).
+PGBACKREST_CLUSTER_DATA=/var/lib/pgstack-nodes
+PGBACKREST_CLUSTER_RUN=/var/run/pgstack-nodes
 
 # usage: _pgbackrest_uint KEY DEFAULT
 # The value of environment variable KEY (or DEFAULT); fail naming KEY unless a whole number.
@@ -71,16 +81,47 @@ _pgbackrest_repo2() {
 	printf 'repo2-s3-key=%s\nrepo2-s3-key-secret=%s\n' "$key_id" "$key_secret"
 }
 
+# usage: _pgbackrest_pg_hosts
+# The stanza's database lines: pg1 (PGDATA, this container's socket), or one pgN per node of
+# BACKUP_CLUSTER_NODES, all local paths (the nodes' volumes, mounted into the backup service).
+# pgBackRest finds the primary among them itself (it asks each one pg_is_in_recovery()), so a
+# failover changes nothing here. Local mounts rather than pgBackRest's TLS server on every node:
+# the cluster runs on one Docker engine, so this needs no certificates, no extra port and no
+# pgBackRest process in the nodes beyond archive-push; a cluster spread over several hosts
+# would need the TLS server (pgN-host-type=tls) instead.
+_pgbackrest_pg_hosts() {
+	local nodes=${BACKUP_CLUSTER_NODES:-}
+	if [[ -z $nodes ]]; then
+		printf 'pg1-path=%s\npg1-socket-path=%s\npg1-port=5432\npg1-user=postgres\n' \
+			"$PGDATA" "$PGBACKREST_SOCKET_DIR"
+		return 0
+	fi
+	local node n=0
+	for node in $nodes; do
+		[[ $node =~ ^[a-z0-9-]+$ ]] ||
+			pgstack_error "BACKUP_CLUSTER_NODES=$nodes: expected node names such as 'patroni1 patroni2 patroni3'"
+		n=$((n + 1))
+		printf 'pg%d-path=%s/%s/pgdata\n' "$n" "$PGBACKREST_CLUSTER_DATA" "$node"
+		printf 'pg%d-socket-path=%s/%s\npg%d-port=5432\npg%d-user=postgres\n' \
+			"$n" "$PGBACKREST_CLUSTER_RUN" "$node" "$n" "$n"
+	done
+	# Files come from a standby (the primary only starts and stops the backup and gives the few
+	# files that are not replicated); "prefer": with no standby running, from the primary
+	# rather than no backup at all.
+	printf 'backup-standby=prefer\n'
+}
+
 # usage: pgbackrest_render_conf OWNER
 # Write $PGBACKREST_CONFIG (mode 0600, owned by OWNER): it may hold repo2's secrets.
 # Every value is computed first, so a bad setting stops here instead of rendering half a file.
 pgbackrest_render_conf() {
 	local owner=$1 path=${PGBACKREST_CONFIG:?PGBACKREST_CONFIG must name the file to write}
-	local queue_max retention process_max repo2
+	local queue_max retention process_max repo2 pg_hosts
 	queue_max=$(_pgbackrest_uint WAL_ARCHIVE_QUEUE_MAX 1073741824)
 	retention=$(_pgbackrest_uint BACKUP_REPO1_RETENTION_FULL 2)
 	process_max=$(_pgbackrest_uint BACKUP_PROCESS_MAX 2)
 	repo2=$(_pgbackrest_repo2)
+	pg_hosts=$(_pgbackrest_pg_hosts)
 	install -d -o "$owner" -g "$owner" -m 0700 "${path%/*}"
 	(
 		umask 077
@@ -118,10 +159,7 @@ pgbackrest_render_conf() {
 			log-level-console=warn
 
 			[$PGBACKREST_STANZA]
-			pg1-path=$PGDATA
-			pg1-socket-path=$PGBACKREST_SOCKET_DIR
-			pg1-port=5432
-			pg1-user=postgres
+			$pg_hosts
 		CONF
 	)
 	chown "$owner:$owner" "$path"

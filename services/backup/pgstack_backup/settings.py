@@ -122,8 +122,12 @@ class Settings:
 
     def conninfo(self, dbname: str | None = None, *, host: str | None = None) -> str:
         """A libpq connection string to the superuser over a socket (peer authentication:
-        no password exists anywhere in this service)."""
+        no password exists anywhere in this service). PGHOST may list several socket
+        directories (the cluster's nodes, docker-compose.ha.yml): libpq then tries each and
+        keeps the primary, so dumps, checks and restores follow the leader across a failover."""
+        hosts = host or self.socket_dir
+        primary = " target_session_attrs=primary" if "," in hosts else ""
         return (
-            f"host={host or self.socket_dir} port=5432 dbname={dbname or self.database} "
-            f"user={self.superuser} application_name=pgstack-backup connect_timeout=10"
+            f"host={hosts} port=5432 dbname={dbname or self.database} "
+            f"user={self.superuser} application_name=pgstack-backup connect_timeout=10{primary}"
         )
