@@ -187,7 +187,7 @@ HA_PATRONICTL = (for node in $(HA_NODES); do \
 	$(HA_COMPOSE) exec --no-TTY --user postgres "$$node" patronictl --config-file /run/pgstack-patroni $(1) 2>/dev/null \
 		&& exit 0; done; exit 1)
 
-.PHONY: ha-up ha-down ha-ps ha-logs ha-secrets cluster-status ha-wait-sync
+.PHONY: ha-up ha-down ha-ps ha-logs ha-secrets cluster-status ha-wait-sync switchover
 ha-up: preflight base-image ha-secrets ## Build what is missing, start the cluster and the API on it, wait until healthy, show the cluster.
 	@echo "starting the cluster (project $(HA_PROJECT_NAME)); first run builds the images..."
 	@$(HA_COMPOSE) up --detach --wait --wait-timeout 400
@@ -210,6 +210,48 @@ ha-secrets: ## Generate missing secrets, the cluster's own included (0600; never
 cluster-status: preflight ## Leader, replicas, lag, timeline and sync state of the cluster, as a table.
 	@$(call HA_PATRONICTL,list) || { \
 		echo "error: no node of $(HA_PROJECT_NAME) answers; is the cluster up? (make ha-ps)" >&2; exit 1; }
+
+# CANDIDATE=patroniN: the node to hand the leader to; by default the synchronous standby. Patroni
+# (synchronous_mode) accepts no other: it is the one node known to have every acknowledged commit.
+CANDIDATE ?=
+switchover: preflight ## Planned switchover: the leader hands over to the sync standby (or CANDIDATE=patroniN); shows the new table.
+	@members="$$( $(call HA_PATRONICTL,list --format json))" || { \
+		echo "error: no node of $(HA_PROJECT_NAME) answers; is the cluster up? (make ha-ps)" >&2; exit 1; }; \
+	plan="$$(CANDIDATE="$(CANDIDATE)" $(PYTHON) -c "$$SWITCHOVER_PLAN" <<< "$$members")"; \
+	read -r leader candidate <<< "$$plan"; \
+	echo "switchover: $$leader (leader) -> $$candidate"; \
+	out="$$($(HA_COMPOSE) exec --no-TTY --user postgres "$$candidate" patronictl --config-file /run/pgstack-patroni \
+		switchover --leader "$$leader" --candidate "$$candidate" --force 2>&1)" || true; \
+	echo "$$out"; \
+	grep -q "Successfully switched over" <<< "$$out" || { \
+		echo "error: Patroni did not switch over (its answer is above); the cluster is as make cluster-status shows" >&2; exit 1; }; \
+	$(MAKE) ha-wait-sync; \
+	echo "switchover done: $$candidate leads; $$leader rejoins as a replica (State streaming when it has):"; \
+	$(MAKE) cluster-status
+
+# Reads patronictl's JSON table on stdin; prints "LEADER CANDIDATE", or says why not and fails.
+define SWITCHOVER_PLAN
+import json, os, sys
+members = {m["Member"]: m for m in json.load(sys.stdin)}
+leaders = [n for n, m in members.items() if m["Role"] == "Leader" and m["State"] == "running"]
+if not leaders:
+    sys.exit("error: no running leader to switch over from (a failover under way?); see make cluster-status")
+sync = [n for n, m in members.items() if m["Role"] == "Sync Standby"]
+wanted = os.environ.get("CANDIDATE") or (sync[0] if sync else "")
+if not wanted:
+    sys.exit("error: the cluster has no synchronous standby to hand over to; name one: make switchover CANDIDATE=patroniN")
+if wanted not in members:
+    sys.exit(f"error: CANDIDATE={wanted} is not a member of the cluster (members: {', '.join(sorted(members))})")
+member = members[wanted]
+if member["Role"] == "Leader":
+    sys.exit(f"error: {wanted} is already the leader; name another member: {', '.join(sorted(set(members) - {wanted}))}")
+if member["Role"] != "Sync Standby":
+    sys.exit(f"error: {wanted} is an asynchronous replica; in synchronous mode Patroni hands the leader only to the synchronous standby ({', '.join(sync) or 'none now'}), the node with every acknowledged commit")
+if member["State"] != "streaming" or member.get("TL") != members[leaders[0]].get("TL"):
+    sys.exit(f"error: {wanted} is not a healthy replica (state {member['State']}, timeline {member.get('TL')}); see make cluster-status")
+print(leaders[0], wanted)
+endef
+export SWITCHOVER_PLAN
 
 # `up --wait` returns once every node's PostgreSQL accepts connections; Patroni names the
 # synchronous standby a few seconds later, and until then a commit is on one node only.
