@@ -46,8 +46,10 @@ class Cluster(Stack):
         errors = []
         for node in self.running_nodes():
             code, out = self.exec(node, *PATRONICTL, "list", "--format", "json", user="postgres")
+            # The table is the last line; warnings (an etcd member that does not resolve) come
+            # before it on stderr, which exec merges.
             if code == 0:
-                return list(json.loads(out))
+                return list(json.loads(out.strip().splitlines()[-1]))
             errors.append(f"{node}: {out.strip()}")
         raise AssertionError(f"no node answers patronictl list: {errors}")
 

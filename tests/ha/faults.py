@@ -113,3 +113,14 @@ def wait_streaming(cluster: Cluster, node: str, tl: int, timeout: float = REJOIN
             return
         time.sleep(1)
     raise AssertionError(f"{node} not streaming on timeline {tl} after {timeout} s: {row!r}")
+
+
+def wait_orders(cluster: Cluster, node: str, user: int, expected: list[int]) -> None:
+    """`node` holds exactly `expected` of the user's orders (a replica replays a moment late)."""
+    deadline, got = time.monotonic() + 30, []
+    while time.monotonic() < deadline:
+        if (got := orders_on(cluster, node, user)) == expected:
+            return
+        time.sleep(0.5)
+    missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    raise AssertionError(f"{node}: missing {missing[:20]}, extra {extra[:20]}")

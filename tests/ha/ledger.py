@@ -10,6 +10,7 @@ checks then compare the record with what the cluster holds.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -117,7 +118,7 @@ class Ledger:
             self.failures.append(
                 Failure(key, response.status_code, response.text[:300], sent, answered, retry_after)
             )
-            if response.status_code != 503 or self._stop.is_set() and attempts > 200:
+            if response.status_code != 503 or (self._stop.is_set() and attempts > 200):
                 return  # not retryable (the checks report it), or stuck
             try:
                 wait = float(retry_after or self.max_wait_s)
@@ -146,8 +147,8 @@ class Ledger:
 
     def longest_gap_s(self) -> float:
         """The longest time between two acknowledgements (a stall without failures shows here)."""
-        times = [self.started] + sorted(a.answered for a in self.acks)
-        return round(max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0), 2)
+        times = [self.started, *sorted(a.answered for a in self.acks)]
+        return round(max((b - a for a, b in itertools.pairwise(times)), default=0.0), 2)
 
     def bad_answers(self) -> list[Failure]:
         """Failed attempts that break the contract: anything but a 503 JSON with a positive
