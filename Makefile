@@ -286,7 +286,7 @@ deploy-check: $(TEST_VENV)/.installed ## On INVENTORY's hosts: every service hea
 	@$(ANSIBLE_PLAYBOOK) ansible/check.yml $(ANSIBLE_ARGS)
 
 ##@ Development
-.PHONY: dev test test-unit lint bench bench-backup
+.PHONY: dev test test-unit lint bench bench-backup bench-ha
 dev: ## Run the API on the host against SQLite, with reload (no Docker needed).
 	@$(MAKE) -C services/api dev
 
@@ -319,3 +319,6 @@ bench: preflight base-image secrets $(TEST_VENV)/.installed ## Benchmarks: docs/
 
 bench-backup: preflight base-image secrets $(TEST_VENV)/.installed ## Only the backup phase of make bench (~25 min), recorded beside the last run's figures.
 	@"$(TEST_VENV)/bin/python" -m bench.backup --record
+
+bench-ha: preflight base-image ha-secrets $(TEST_VENV)/.installed ## The cluster under faults (~20 min, a cluster of its own): failover figures beside the last run's.
+	@HA_PROJECT_NAME="$(HA_PROJECT_NAME)" "$(TEST_VENV)/bin/python" -m bench.failover --record
