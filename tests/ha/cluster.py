@@ -89,5 +89,5 @@ def healthy(members: list[dict[str, Any]]) -> bool:
     return (
         roles == ["Leader", "Replica", "Sync Standby"]
         and all(m["State"] in ("running", "streaming") for m in members)
-        and len({m["TL"] for m in members}) == 1
+        and len({m.get("TL") for m in members}) == 1
     )

@@ -124,3 +124,11 @@ def wait_orders(cluster: Cluster, node: str, user: int, expected: list[int]) -> 
         time.sleep(0.5)
     missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
     raise AssertionError(f"{node}: missing {missing[:20]}, extra {extra[:20]}")
+
+
+def in_recovery(cluster: Cluster, node: str) -> bool:
+    """`node` runs as a replica (read-only); False while it is a primary or restarting."""
+    try:
+        return cluster.node_psql(node, "SELECT pg_is_in_recovery()", "postgres") == "t"
+    except AssertionError:  # shutting down or starting up, on its way to being demoted
+        return False

@@ -165,7 +165,7 @@ def test_a_partitioned_leader_demotes_itself_and_rejoins_rewound_on_the_new_time
     # The isolated leader cannot renew its key: it demotes itself (read-only) before the lease
     # can expire elsewhere, and never takes a write for the API again.
     deadline = time.monotonic() + faults.REPLACED_BOUND_S
-    while cluster.node_psql(old, "SELECT pg_is_in_recovery()", "postgres") != "t":
+    while not faults.in_recovery(cluster, old):
         assert time.monotonic() < deadline, f"{old} still writable while cut off"
         time.sleep(1)
     new = faults.wait_replaced(cluster, old)
