@@ -45,7 +45,10 @@ class Cluster(Stack):
         "Sync Standby", "Replica"), State, TL, "Lag in MB"."""
         errors = []
         for node in self.running_nodes():
-            code, out = self.exec(node, *PATRONICTL, "list", "--format", "json", user="postgres")
+            # Bounded: on a node cut off the network, patronictl can wait on etcd for ever.
+            code, out = self.exec(
+                node, "timeout", "15", *PATRONICTL, "list", "--format", "json", user="postgres"
+            )
             # The table is the last line; warnings (an etcd member that does not resolve) come
             # before it on stderr, which exec merges.
             if code == 0:
