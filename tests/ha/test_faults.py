@@ -183,8 +183,15 @@ def test_a_partitioned_leader_demotes_itself_and_rejoins_rewound_on_the_new_time
     # timeline, and neither the marker nor an unacknowledged order survived.
     log = faults.patroni_log(cluster, old, since=cut)
     assert "running pg_rewind from" in log, log[-3000:]
-    control = cluster.exec(old, "pg_controldata", user="postgres")[1]
-    tli = int(control.split("Latest checkpoint's TimeLineID:")[1].split()[0])
+    # A standby's control file moves to a timeline at its first restartpoint there: a
+    # checkpoint on the leader, replayed, then one on the old leader.
+    deadline, tli, control = time.monotonic() + 60, 0, ""
+    while tli != new_tl and time.monotonic() < deadline:
+        cluster.node_psql(new, "CHECKPOINT", "postgres")
+        time.sleep(1)
+        cluster.node_psql(old, "CHECKPOINT", "postgres")
+        control = cluster.exec(old, "pg_controldata", user="postgres")[1]
+        tli = int(control.split("Latest checkpoint's TimeLineID:")[1].split()[0])
     assert tli == new_tl, control
     assert cluster.node_psql(old, "SELECT count(*) FROM fault_marker", "postgres") == "0"
     on_old = set(faults.orders_on(cluster, old, ledger.user))
