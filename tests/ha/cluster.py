@@ -25,9 +25,12 @@ class Cluster(Stack):
 
     def make_target(self, *targets: str) -> subprocess.CompletedProcess[str]:
         """A Makefile target against this cluster (its project name, secrets and images)."""
+        # On make's command line: a caller run by make (make bench-ha HA_PROJECT_NAME=...) hands
+        # its own command-line variables down in MAKEFLAGS, and they would win over the
+        # environment's.
         return subprocess.run(
-            ["make", "--no-print-directory", *targets], cwd=REPO,
-            env={**self.env, "HA_PROJECT_NAME": self.project},
+            ["make", "--no-print-directory", *targets, f"HA_PROJECT_NAME={self.project}"],
+            cwd=REPO, env=self.env,
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
 
