@@ -85,7 +85,6 @@ def run_fault(cluster: Cluster, fault: str) -> dict[str, Any]:
     undo: Callable[[], None] | None = None
     try:
         ledger.wait_acks(20, timeout=60)
-        injected = time.monotonic()
         undo = _inject(cluster, fault, leader)
         if fault == "etcd_member_lost":
             time.sleep(20)  # four of Patroni's loops on two etcd members
@@ -103,9 +102,6 @@ def run_fault(cluster: Cluster, fault: str) -> dict[str, Any]:
         "new_leader": new_leader,
         "unavailable_s": ledger.outage_s(),
         "longest_gap_s": ledger.longest_gap_s(),
-        "first_ack_after_fault_s": round(
-            min((a.answered for a in ledger.acks if a.sent > injected), default=injected)
-            - injected, 2),
         "acknowledged": len(ledger.acks),
         "acknowledged_lost": len(acked - stored),
         "unexplained_orders": len(stored - acked),
