@@ -184,6 +184,12 @@ def record() -> None:
         cluster.up(wait_timeout=400)
         faults.wait_healthy(cluster, timeout=120)
         figures.update(run(cluster))
+    except Exception:
+        # The nodes' own account, before the cluster goes: a node that does not rejoin says why.
+        logs = cluster.compose("logs", "--no-color", "--tail=60", "patroni1", "patroni2",
+                               "patroni3", check=False)  # fmt: skip
+        _log(f"failed; the nodes' last lines:\n{logs.stdout}")
+        raise
     finally:
         cluster.down()
     if os.environ.get("BENCH_HA_SINGLE", "1") == "1":
