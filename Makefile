@@ -206,7 +206,7 @@ HA_PATRONICTL = (for node in $(HA_NODES); do \
 	$(HA_COMPOSE) exec --no-TTY --user postgres "$$node" patronictl --config-file /run/pgstack-patroni $(1) 2>/dev/null \
 		&& exit 0; done; exit 1)
 
-.PHONY: ha-up ha-down ha-ps ha-logs ha-secrets cluster-status cluster-check ha-reinit ha-wait-sync
+.PHONY: ha-up ha-down ha-ps ha-logs ha-secrets cluster-status cluster-check ha-reinit ha-wait-sync switchover
 ha-up: preflight base-image ha-secrets ## Build what is missing, start the cluster and the API on it, wait until healthy, show the cluster.
 	@echo "starting the cluster (project $(HA_PROJECT_NAME)); first run builds the images..."
 	@$(HA_COMPOSE) up --detach --wait --wait-timeout 400
@@ -259,6 +259,48 @@ ha-restore: preflight ## Recover the whole cluster to TARGET_TIME (Patroni boots
 		echo "Run: make ha-restore TARGET_TIME='$(TARGET_TIME)' CONFIRM=1" >&2; exit 4; fi
 	@$(HA_ENV) services/backup/ha-pitr-restore.sh "$(TARGET_TIME)"
 
+# CANDIDATE=patroniN: the node to hand the leader to; by default the synchronous standby. Patroni
+# (synchronous_mode) accepts no other: it is the one node known to have every acknowledged commit.
+CANDIDATE ?=
+switchover: preflight ## Planned switchover: the leader hands over to the sync standby (or CANDIDATE=patroniN); shows the new table.
+	@members="$$( $(call HA_PATRONICTL,list --format json))" || { \
+		echo "error: no node of $(HA_PROJECT_NAME) answers; is the cluster up? (make ha-ps)" >&2; exit 1; }; \
+	plan="$$(CANDIDATE="$(CANDIDATE)" $(PYTHON) -c "$$SWITCHOVER_PLAN" <<< "$$members")"; \
+	read -r leader candidate <<< "$$plan"; \
+	echo "switchover: $$leader (leader) -> $$candidate"; \
+	out="$$($(HA_COMPOSE) exec --no-TTY --user postgres "$$candidate" patronictl --config-file /run/pgstack-patroni \
+		switchover --leader "$$leader" --candidate "$$candidate" --force 2>&1)" || true; \
+	echo "$$out"; \
+	grep -q "Successfully switched over" <<< "$$out" || { \
+		echo "error: Patroni did not switch over (its answer is above); the cluster is as make cluster-status shows" >&2; exit 1; }; \
+	$(MAKE) ha-wait-sync; \
+	echo "switchover done: $$candidate leads; $$leader rejoins as a replica (State streaming when it has):"; \
+	$(MAKE) cluster-status
+
+# Reads patronictl's JSON table on stdin; prints "LEADER CANDIDATE", or says why not and fails.
+define SWITCHOVER_PLAN
+import json, os, sys
+members = {m["Member"]: m for m in json.load(sys.stdin)}
+leaders = [n for n, m in members.items() if m["Role"] == "Leader" and m["State"] == "running"]
+if not leaders:
+    sys.exit("error: no running leader to switch over from (a failover under way?); see make cluster-status")
+sync = [n for n, m in members.items() if m["Role"] == "Sync Standby"]
+wanted = os.environ.get("CANDIDATE") or (sync[0] if sync else "")
+if not wanted:
+    sys.exit("error: the cluster has no synchronous standby to hand over to; name one: make switchover CANDIDATE=patroniN")
+if wanted not in members:
+    sys.exit(f"error: CANDIDATE={wanted} is not a member of the cluster (members: {', '.join(sorted(members))})")
+member = members[wanted]
+if member["Role"] == "Leader":
+    sys.exit(f"error: {wanted} is already the leader; name another member: {', '.join(sorted(set(members) - {wanted}))}")
+if member["Role"] != "Sync Standby":
+    sys.exit(f"error: {wanted} is an asynchronous replica; in synchronous mode Patroni hands the leader only to the synchronous standby ({', '.join(sync) or 'none now'}), the node with every acknowledged commit")
+if member["State"] != "streaming" or member.get("TL") != members[leaders[0]].get("TL"):
+    sys.exit(f"error: {wanted} is not a healthy replica (state {member['State']}, timeline {member.get('TL')}); see make cluster-status")
+print(leaders[0], wanted)
+endef
+export SWITCHOVER_PLAN
+
 # `up --wait` returns once every node's PostgreSQL accepts connections; Patroni names the
 # synchronous standby a few seconds later, and until then a commit is on one node only.
 ha-wait-sync:
@@ -292,7 +334,7 @@ deploy-check: $(TEST_VENV)/.installed ## On INVENTORY's hosts: every service hea
 	@$(ANSIBLE_PLAYBOOK) ansible/check.yml $(ANSIBLE_ARGS)
 
 ##@ Development
-.PHONY: dev test test-unit lint bench bench-backup
+.PHONY: dev test test-unit lint bench bench-backup bench-ha
 dev: ## Run the API on the host against SQLite, with reload (no Docker needed).
 	@$(MAKE) -C services/api dev
 
@@ -326,3 +368,6 @@ bench: preflight base-image secrets $(TEST_VENV)/.installed ## Benchmarks: docs/
 
 bench-backup: preflight base-image secrets $(TEST_VENV)/.installed ## Only the backup phase of make bench (~25 min), recorded beside the last run's figures.
 	@"$(TEST_VENV)/bin/python" -m bench.backup --record
+
+bench-ha: preflight base-image ha-secrets $(TEST_VENV)/.installed ## The cluster under faults (~20 min, a cluster of its own): failover figures beside the last run's.
+	@HA_PROJECT_NAME="$(HA_PROJECT_NAME)" "$(TEST_VENV)/bin/python" -m bench.failover --record

@@ -131,7 +131,30 @@ def _table(results: dict[str, Any]) -> str:
     if "backup" in results:
         lines += ["", "| backups and recovery | value |", "|---|---|"]
         lines += [f"| {k} | {_figure(v)} |" for k, v in results["backup"].items()]
+    if "ha" in results:
+        lines += _ha_table(results["ha"])
     return "\n".join(lines)
+
+
+def _ha_table(ha: dict[str, Any]) -> list[str]:
+    """make bench-ha: per fault, what the writer saw; throughput of the cluster and the node."""
+    lines = ["", f"Cluster under faults (make bench-ha, {ha['generated_at']}):", "",
+             "| fault | s without a writable leader | longest gap between acks s | acknowledged "
+             "| lost | unexplained | failed requests | outside 503 contract |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for f in ha["faults"]:
+        lines.append(
+            f"| {f['fault']} | {f['unavailable_s']:.1f} | {f['longest_gap_s']:.1f} "
+            f"| {f['acknowledged']} | {f['acknowledged_lost']} | {f['unexplained_orders']} "
+            f"| {f['failed_requests']} | {f['answers_outside_contract']} |"
+        )
+    lines += ["", "| throughput (wrk, 64 connections, inside the API's container) | req/s "
+              "| p99 ms | errors |", "|---|---|---|---|"]  # fmt: skip
+    for key in ("throughput_cluster", "throughput_single"):
+        for r in ha.get(key, {}).values():
+            lines.append(f"| {r['name']} | {r['requests_per_s']:,.0f} | {r['p99_ms']:.2f} "
+                         f"| {r['errors']} |")  # fmt: skip
+    return lines
 
 
 def _figure(value: Any) -> str:

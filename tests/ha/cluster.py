@@ -25,9 +25,12 @@ class Cluster(Stack):
 
     def make_target(self, *targets: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """A Makefile target against this cluster (its project name, secrets and images)."""
+        # On make's command line: a caller run by make (make bench-ha HA_PROJECT_NAME=...) hands
+        # its own command-line variables down in MAKEFLAGS, and they would win over the
+        # environment's.
         return subprocess.run(
-            ["make", "--no-print-directory", *targets], cwd=REPO,
-            env={**self.env, "HA_PROJECT_NAME": self.project},
+            ["make", "--no-print-directory", *targets, f"HA_PROJECT_NAME={self.project}"],
+            cwd=REPO, env=self.env,
             capture_output=True, text=True, timeout=timeout, check=False,
         )  # fmt: skip
 
@@ -45,9 +48,14 @@ class Cluster(Stack):
         "Sync Standby", "Replica"), State, TL, "Lag in MB"."""
         errors = []
         for node in self.running_nodes():
-            code, out = self.exec(node, *PATRONICTL, "list", "--format", "json", user="postgres")
+            # Bounded: on a node cut off the network, patronictl can wait on etcd for ever.
+            code, out = self.exec(
+                node, "timeout", "15", *PATRONICTL, "list", "--format", "json", user="postgres"
+            )
+            # The table is the last line; warnings (an etcd member that does not resolve) come
+            # before it on stderr, which exec merges.
             if code == 0:
-                return list(json.loads(out))
+                return list(json.loads(out.strip().splitlines()[-1]))
             errors.append(f"{node}: {out.strip()}")
         raise AssertionError(f"no node answers patronictl list: {errors}")
 
@@ -87,5 +95,5 @@ def healthy(members: list[dict[str, Any]]) -> bool:
     return (
         roles == ["Leader", "Replica", "Sync Standby"]
         and all(m["State"] in ("running", "streaming") for m in members)
-        and len({m["TL"] for m in members}) == 1
+        and len({m.get("TL") for m in members}) == 1
     )

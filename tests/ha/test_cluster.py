@@ -15,7 +15,7 @@ from tests.stack.compose import create_product, create_user
 
 # Seconds within which every API request must be answered (no hang), failover or not.
 ANSWER_BOUND_S = 15.0
-# Generous on a loaded 2-core host: Patroni notices the crash within loop_wait (10 s), the standby
+# Generous on a loaded 2-core host: Patroni notices the crash within loop_wait (5 s), the standby
 # promotes, HAProxy sees the new leader within 2 s. make bench will record the real figures.
 FAILOVER_BOUND_S = 90.0
 

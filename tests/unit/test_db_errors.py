@@ -29,6 +29,8 @@ def wrapped(orig: Exception) -> sa_exc.DBAPIError:
         wrapped(pg_errors.CannotConnectNow("the database system is starting up")),
         wrapped(pg_errors.TooManyConnections("sorry, too many clients already")),
         wrapped(pg_errors.QueryCanceled("canceling statement due to statement timeout")),
+        # A cluster's node that is being promoted or demoted (tests/ha/test_faults.py).
+        wrapped(pg_errors.ReadOnlySqlTransaction("cannot execute INSERT in a read-only tx")),
         sa_exc.InterfaceError("SELECT 1", {}, psycopg.InterfaceError("connection is closed")),
         # A restore revokes the app role's CONNECT; PgBouncer relays the refused server login
         # as the first statement's error.

@@ -30,6 +30,10 @@ _EXACT: dict[str, Kind] = {
     "40001": Kind.CONFLICT,  # serialization_failure
     "40P01": Kind.CONFLICT,  # deadlock_detected
     "57014": Kind.UNAVAILABLE,  # query_canceled (statement timeout): overloaded, retry later
+    # read_only_sql_transaction: in a cluster, a write reached a node that is not (or no longer,
+    # or not yet) the leader -- HAProxy follows Patroni's /primary a second or two behind a
+    # promotion or a demotion. The next connection finds the leader: 503, retry later.
+    "25006": Kind.UNAVAILABLE,
     "23505": Kind.DUPLICATE,  # unique_violation
     "23503": Kind.MISSING_REFERENCE,  # foreign_key_violation
     "22021": Kind.BAD_TEXT,  # character_not_in_repertoire (NUL in text)

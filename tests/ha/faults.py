@@ -1,0 +1,134 @@
+"""Faults injected into the cluster through the Docker SDK, and the checks of a Ledger against
+the cluster afterwards. Shared by tests/ha/test_faults.py and bench/failover.py."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import docker.models.networks
+
+from tests.ha.cluster import Cluster, healthy
+from tests.ha.ledger import Ledger
+
+# Generous bounds for a loaded 2-core host; the figures are bench/failover.py's, not these.
+REPLACED_BOUND_S = 120.0
+REJOIN_BOUND_S = 180.0
+
+
+def roles(members: list[dict[str, Any]]) -> dict[str, str]:
+    return {m["Member"]: m["Role"] for m in members}
+
+
+def timeline(members: list[dict[str, Any]], node: str) -> int:
+    return int(next(m["TL"] for m in members if m["Member"] == node))
+
+
+def cluster_network(cluster: Cluster) -> docker.models.networks.Network:
+    return cluster.client.networks.get(f"{cluster.project}_cluster")
+
+
+def disconnect(cluster: Cluster, service: str) -> None:
+    """A partition: `service` loses the cluster network (etcd, the other nodes, HAProxy)."""
+    cluster_network(cluster).disconnect(cluster.container(service))
+
+
+def reconnect(cluster: Cluster, service: str) -> None:
+    """The partition heals: back on the network under its service name, as compose put it."""
+    cluster_network(cluster).connect(cluster.container(service), aliases=[service])
+
+
+def etcd_leader(cluster: Cluster) -> str:
+    """The etcd member that leads the raft group (endpoint status needs no credentials)."""
+    code, out = cluster.exec(
+        "etcd1", "etcdctl", "--endpoints=http://etcd1:2379,http://etcd2:2379,http://etcd3:2379",
+        "endpoint", "status", "--write-out=json",
+    )  # fmt: skip
+    assert code == 0, out
+    status = json.loads(out)
+    names = {s["Status"]["header"]["member_id"]: s["Endpoint"].split("//")[1].split(":")[0]
+             for s in status}  # fmt: skip
+    return names[status[0]["Status"]["leader"]]
+
+
+def wait_replaced(cluster: Cluster, old_leader: str, timeout: float = REPLACED_BOUND_S) -> str:
+    """Another node leads, with a running PostgreSQL."""
+    members = cluster.wait_members(
+        lambda ms: any(
+            m["Role"] == "Leader" and m["Member"] != old_leader and m["State"] == "running"
+            for m in ms
+        ),
+        timeout=timeout,
+        what=f"a leader other than {old_leader}",
+    )
+    return next(m["Member"] for m in members if m["Role"] == "Leader")
+
+
+def wait_healthy(cluster: Cluster, timeout: float = REJOIN_BOUND_S) -> list[dict[str, Any]]:
+    return cluster.wait_members(healthy, timeout=timeout, what="leader + sync standby + replica")
+
+
+def orders_on(cluster: Cluster, node: str, user: int) -> list[int]:
+    out = cluster.node_psql(node, f"SELECT id FROM orders WHERE user_id = {int(user)} ORDER BY id")
+    return [int(x) for x in out.split()]
+
+
+def assert_ledger_holds(cluster: Cluster, ledger: Ledger, leader: str, api_started: str) -> None:
+    """What must hold after a fault, the writer stopped: every failed answer was a 503 JSON
+    with Retry-After within the bound; every acknowledged order is on `leader`, and no other
+    order of the writer's (none placed twice for a key, none placed unacknowledged); the API
+    served again without being restarted."""
+    bad = ledger.bad_answers()
+    assert not bad, f"{len(bad)} answers outside the contract, e.g. {bad[:3]}"
+    assert len({a.key for a in ledger.acks}) == len(ledger.acks), "a key acknowledged twice"
+    stored = orders_on(cluster, leader, ledger.user)
+    acked = sorted(ledger.acked_ids())
+    lost = sorted(set(acked) - set(stored))
+    assert not lost, f"{len(lost)} acknowledged orders missing on {leader}: {lost[:20]}"
+    extra = sorted(set(stored) - set(acked))
+    assert not extra, f"orders on {leader} that no acknowledgement explains: {extra[:20]}"
+    assert len(stored) == len(acked), (len(stored), len(acked))
+    api = cluster.container("api")
+    api.reload()
+    assert api.attrs["State"]["StartedAt"] == api_started, "the API was restarted"
+    assert api.attrs["State"]["Status"] == "running"
+
+
+def patroni_log(cluster: Cluster, service: str, since: float) -> str:
+    return cluster.container(service).logs(since=int(since) - 1).decode(errors="replace")
+
+
+def wait_streaming(cluster: Cluster, node: str, tl: int, timeout: float = REJOIN_BOUND_S) -> None:
+    """`node`'s WAL receiver streams from the leader on timeline `tl`."""
+    deadline, row = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        try:
+            row = cluster.node_psql(
+                node, "SELECT status, received_tli FROM pg_stat_wal_receiver", "postgres"
+            )
+        except AssertionError as exc:
+            row = str(exc)
+        if row == f"streaming|{tl}":
+            return
+        time.sleep(1)
+    raise AssertionError(f"{node} not streaming on timeline {tl} after {timeout} s: {row!r}")
+
+
+def wait_orders(cluster: Cluster, node: str, user: int, expected: list[int]) -> None:
+    """`node` holds exactly `expected` of the user's orders (a replica replays a moment late)."""
+    deadline, got = time.monotonic() + 30, []
+    while time.monotonic() < deadline:
+        if (got := orders_on(cluster, node, user)) == expected:
+            return
+        time.sleep(0.5)
+    missing, extra = sorted(set(expected) - set(got)), sorted(set(got) - set(expected))
+    raise AssertionError(f"{node}: missing {missing[:20]}, extra {extra[:20]}")
+
+
+def in_recovery(cluster: Cluster, node: str) -> bool:
+    """`node` runs as a replica (read-only); False while it is a primary or restarting."""
+    try:
+        return cluster.node_psql(node, "SELECT pg_is_in_recovery()", "postgres") == "t"
+    except AssertionError:  # shutting down or starting up, on its way to being demoted
+        return False
