@@ -263,43 +263,10 @@ ha-restore: preflight ## Recover the whole cluster to TARGET_TIME (Patroni boots
 # (synchronous_mode) accepts no other: it is the one node known to have every acknowledged commit.
 CANDIDATE ?=
 switchover: preflight ## Planned switchover: the leader hands over to the sync standby (or CANDIDATE=patroniN); shows the new table.
-	@members="$$( $(call HA_PATRONICTL,list --format json))" || { \
-		echo "error: no node of $(HA_PROJECT_NAME) answers; is the cluster up? (make ha-ps)" >&2; exit 1; }; \
-	plan="$$(CANDIDATE="$(CANDIDATE)" $(PYTHON) -c "$$SWITCHOVER_PLAN" <<< "$$members")"; \
-	read -r leader candidate <<< "$$plan"; \
-	echo "switchover: $$leader (leader) -> $$candidate"; \
-	out="$$($(HA_COMPOSE) exec --no-TTY --user postgres "$$candidate" patronictl --config-file /run/pgstack-patroni \
-		switchover --leader "$$leader" --candidate "$$candidate" --force 2>&1)" || true; \
-	echo "$$out"; \
-	grep -q "Successfully switched over" <<< "$$out" || { \
-		echo "error: Patroni did not switch over (its answer is above); the cluster is as make cluster-status shows" >&2; exit 1; }; \
-	$(MAKE) ha-wait-sync; \
-	echo "switchover done: $$candidate leads; $$leader rejoins as a replica (State streaming when it has):"; \
-	$(MAKE) cluster-status
-
-# Reads patronictl's JSON table on stdin; prints "LEADER CANDIDATE", or says why not and fails.
-define SWITCHOVER_PLAN
-import json, os, sys
-members = {m["Member"]: m for m in json.load(sys.stdin)}
-leaders = [n for n, m in members.items() if m["Role"] == "Leader" and m["State"] == "running"]
-if not leaders:
-    sys.exit("error: no running leader to switch over from (a failover under way?); see make cluster-status")
-sync = [n for n, m in members.items() if m["Role"] == "Sync Standby"]
-wanted = os.environ.get("CANDIDATE") or (sync[0] if sync else "")
-if not wanted:
-    sys.exit("error: the cluster has no synchronous standby to hand over to; name one: make switchover CANDIDATE=patroniN")
-if wanted not in members:
-    sys.exit(f"error: CANDIDATE={wanted} is not a member of the cluster (members: {', '.join(sorted(members))})")
-member = members[wanted]
-if member["Role"] == "Leader":
-    sys.exit(f"error: {wanted} is already the leader; name another member: {', '.join(sorted(set(members) - {wanted}))}")
-if member["Role"] != "Sync Standby":
-    sys.exit(f"error: {wanted} is an asynchronous replica; in synchronous mode Patroni hands the leader only to the synchronous standby ({', '.join(sync) or 'none now'}), the node with every acknowledged commit")
-if member["State"] != "streaming" or member.get("TL") != members[leaders[0]].get("TL"):
-    sys.exit(f"error: {wanted} is not a healthy replica (state {member['State']}, timeline {member.get('TL')}); see make cluster-status")
-print(leaders[0], wanted)
-endef
-export SWITCHOVER_PLAN
+	@$(HA_CLUSTER) switchover "$(CANDIDATE)"
+	@$(MAKE) ha-wait-sync
+	@echo "switchover done: the new leader serves; the old one rejoins as a replica (State streaming when it has):"
+	@$(MAKE) cluster-status
 
 # `up --wait` returns once every node's PostgreSQL accepts connections; Patroni names the
 # synchronous standby a few seconds later, and until then a commit is on one node only.

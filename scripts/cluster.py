@@ -5,6 +5,7 @@ Usage (the Makefile sets COMPOSE_PROJECT_NAME and COMPOSE_FILE to the cluster's)
   cluster.py leader [--wait S]   print the leader's name once Patroni names a running one
   cluster.py check               the split-brain alarm (make cluster-check); exit codes below
   cluster.py reinit NODE         rebuild NODE from the leader (make ha-reinit NODE=patroni3)
+  cluster.py switchover [NODE]   hand the leader to NODE, default the sync standby (switchover)
 
 `check` asks every node through `docker compose exec`, not over the cluster network, so a
 partition between the nodes does not hide one of them: its PostgreSQL (pg_is_in_recovery() over
@@ -306,6 +307,61 @@ def reinit(node: str, timeout: float) -> Exit:
         time.sleep(2)
 
 
+def switchover_plan(rows: list[dict[str, Any]], wanted: str) -> tuple[str, str]:
+    """(leader, candidate) for a planned switchover to `wanted` (default: the synchronous
+    standby), or SystemExit saying why not. In synchronous mode Patroni hands the leader only to
+    the synchronous standby, the one node known to have every acknowledged commit."""
+    members = {m["Member"]: m for m in rows}
+    leaders = [n for n, m in members.items() if m["Role"] == "Leader" and m["State"] == "running"]
+    if not leaders:
+        raise SystemExit("error: no running leader to switch over from (a failover under way?); "
+                         "see make cluster-status")  # fmt: skip
+    sync = [n for n, m in members.items() if m["Role"] == "Sync Standby"]
+    wanted = wanted or (sync[0] if sync else "")
+    if not wanted:
+        raise SystemExit("error: the cluster has no synchronous standby to hand over to; name "
+                         "one: make switchover CANDIDATE=patroniN")  # fmt: skip
+    if wanted not in members:
+        raise SystemExit(f"error: CANDIDATE={wanted} is not a member of the cluster (members: "
+                         f"{', '.join(sorted(members))})")  # fmt: skip
+    member = members[wanted]
+    if member["Role"] == "Leader":
+        others = ", ".join(sorted(set(members) - {wanted}))
+        raise SystemExit(f"error: {wanted} is already the leader; name another member: {others}")
+    if member["Role"] != "Sync Standby":
+        raise SystemExit(
+            f"error: {wanted} is an asynchronous replica; in synchronous mode Patroni hands the "
+            f"leader only to the synchronous standby ({', '.join(sync) or 'none now'}), the node "
+            "with every acknowledged commit"
+        )
+    if member["State"] != "streaming" or member.get("TL") != members[leaders[0]].get("TL"):
+        raise SystemExit(f"error: {wanted} is not a healthy replica (state {member['State']}, "
+                         f"timeline {member.get('TL')}); see make cluster-status")  # fmt: skip
+    return leaders[0], wanted
+
+
+def switchover(wanted: str) -> Exit:
+    """Hand the leader over (patronictl switchover on the candidate) and say what happened."""
+    names = node_names()
+    rows = members(names)
+    if rows is None:
+        project = os.environ.get("COMPOSE_PROJECT_NAME", "the cluster")
+        print(f"error: no node of {project} answers; is the cluster up? (make ha-ps)",
+              file=sys.stderr)  # fmt: skip
+        return Exit.ALARM
+    current, candidate = switchover_plan(rows, wanted)
+    print(f"switchover: {current} (leader) -> {candidate}", flush=True)
+    result = _exec(candidate, *PATRONICTL, "switchover", "--leader", current,
+                   "--candidate", candidate, "--force", timeout=120)  # fmt: skip
+    # patronictl exits 0 when Patroni refuses, too: its sentence is the only verdict.
+    print(result.stdout + result.stderr, end="", flush=True)
+    if "Successfully switched over" not in result.stdout:
+        print("error: Patroni did not switch over (its answer is above); the cluster is as make "
+              "cluster-status shows", file=sys.stderr)  # fmt: skip
+        return Exit.ALARM
+    return Exit.OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cluster.py", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -315,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("reinit", help="rebuild NODE from the leader")
     p.add_argument("node")
     p.add_argument("--timeout", type=float, default=300)
+    p = sub.add_parser("switchover", help="hand the leader to CANDIDATE (default: sync standby)")
+    p.add_argument("candidate", nargs="?", default="")
     args = parser.parse_args(argv)
     if args.command == "leader":
         name = leader(args.wait)
@@ -326,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         return Exit.OK
     if args.command == "check":
         return check()
+    if args.command == "switchover":
+        return switchover(args.candidate)
     return reinit(args.node, args.timeout)
 
 

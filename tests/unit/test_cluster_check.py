@@ -113,3 +113,31 @@ def test_no_answer_from_patroni_is_an_alarm_that_still_says_who_takes_writes() -
     verdict = cluster.diagnose(HEALTHY_NODES, None)
     assert verdict.exit == Exit.ALARM
     assert "writable now: patroni1" in verdict.alarms[0]
+
+
+def test_a_switchover_goes_to_the_sync_standby_unless_told_otherwise() -> None:
+    assert cluster.switchover_plan(HEALTHY_MEMBERS, "") == ("patroni1", "patroni2")
+    assert cluster.switchover_plan(HEALTHY_MEMBERS, "patroni2") == ("patroni1", "patroni2")
+
+
+@pytest.mark.parametrize(
+    ("members", "wanted", "says"),
+    [
+        (HEALTHY_MEMBERS, "patroni9", "is not a member of the cluster"),
+        (HEALTHY_MEMBERS, "patroni1", "is already the leader"),
+        (HEALTHY_MEMBERS, "patroni3", "is an asynchronous replica"),
+        (
+            [_member("patroni1", "Leader", "running"), _member("patroni2", "Sync Standby", tl=0)],
+            "",
+            "is not a healthy replica",
+        ),
+        ([_member("patroni1", "Leader", "running"), _member("patroni3", "Replica")], "", "no sync"),
+        ([_member("patroni2", "Sync Standby")], "", "no running leader"),
+    ],
+)
+def test_a_switchover_that_cannot_be_safe_is_refused_with_the_reason(
+    members: list[dict[str, Any]], wanted: str, says: str
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        cluster.switchover_plan(members, wanted)
+    assert says in str(refused.value)
