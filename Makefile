@@ -336,5 +336,5 @@ bench: preflight base-image secrets $(TEST_VENV)/.installed ## Benchmarks: docs/
 bench-backup: preflight base-image secrets $(TEST_VENV)/.installed ## Only the backup phase of make bench (~25 min), recorded beside the last run's figures.
 	@"$(TEST_VENV)/bin/python" -m bench.backup --record
 
-bench-ha: preflight base-image ha-secrets $(TEST_VENV)/.installed ## The cluster under faults (~20 min, a cluster of its own): failover figures beside the last run's.
+bench-ha: preflight base-image ha-secrets $(TEST_VENV)/.installed ## The cluster under faults (~6 min, a cluster of its own): failover figures beside the last run's.
 	@HA_PROJECT_NAME="$(HA_PROJECT_NAME)" "$(TEST_VENV)/bin/python" -m bench.failover --record

@@ -54,9 +54,14 @@ def cluster(
     prefix = os.environ.get("PGSTACK_HA_TEST_PREFIX") or f"pgstack-ha-t{os.getpid()}"
     started = Cluster(project=f"{prefix}-{name}", secrets_dir=secrets_dir)
     try:
-        # Nine services in order: etcd, its auth job, initdb on one node, two clones of it, ...
-        started.up(wait_timeout=400)
-        # compose's --wait ends before Patroni names the synchronous standby (as make ha-up does).
+        # As a user brings it up: make ha-up starts every service in order (etcd, its auth job,
+        # initdb on one node, two clones of it, ...) and returns once Patroni names a synchronous
+        # standby, printing the cluster's table.
+        result = started.make_target("ha-up", timeout=600)
+        if result.returncode != 0:
+            logs = started.compose("logs", "--no-color", "--tail=60", check=False).stdout
+            raise AssertionError(f"make ha-up failed:\n{result.stdout}{result.stderr}\n{logs}")
+        assert "Sync Standby" in result.stdout, result.stdout
         started.wait_members(healthy, timeout=90, what="leader + sync standby + replica")
         yield started
     finally:
