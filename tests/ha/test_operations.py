@@ -119,6 +119,15 @@ def test_cluster_check_alarms_on_two_writable_nodes_and_patroni_repairs_it_on_re
     cluster.wait_members(healthy, 60, "a healthy cluster after the repair")
     assert cluster.node_psql(rogue, "SELECT pg_is_in_recovery()") == "t"
     assert cluster.node_psql(rogue, "SELECT to_regclass('split_brain_write') IS NULL") == "t"
+    # Nothing of the rogue's timeline reached the shared archive (pgstack-leader-guard): its
+    # history file there would send every replica after it, and none could start.
+    rogue_history = f"{int(members[0]['TL']) + 1:08X}.history"
+    code, listing = cluster.exec(
+        "backup", "pgbackrest", "--stanza=pgstack", "repo-ls", "--recurse", "archive/pgstack",
+        user="postgres",
+    )  # fmt: skip
+    assert code == 0, listing
+    assert rogue_history not in listing, listing
 
 
 def test_ha_reinit_refuses_a_bad_node_and_the_leader(cluster: Cluster) -> None:
