@@ -21,7 +21,7 @@ from typing import Any
 import docker
 import httpx
 
-from bench import backup, comparisons, connect_path, http_load, report
+from bench import backup, comparisons, connect_path, failover, http_load, report
 from bench.baseline_api import pooled_direct_api
 from tests.stack.compose import IMAGE_TAG, REPO, Stack, build_images
 
@@ -188,9 +188,10 @@ def main() -> int:
         stack.down()
 
     results["machine"]["load_average_at_end"] = os.getloadavg()[0]
-    results["targets"] = report.targets(results)
-    if "backup" in results:
-        results["targets"] += backup.targets(results["backup"])
+    if os.environ.get("BENCH_HA", "1") == "1":
+        _log("the cluster under faults (bench/failover.py; BENCH_HA=0 skips it)")
+        results["ha"] = failover.measure()
+    results["targets"] = report.all_targets(results)
     report.write(results)
     failed = [t for t in results["targets"] if not t["met"]]
     for t in results["targets"]:

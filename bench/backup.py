@@ -206,10 +206,7 @@ def record() -> None:
         figures["load_average_at_end"] = round(os.getloadavg()[0], 2)
     finally:
         stack.down()
-    results = json.loads((REPO / "docs/benchmarks.json").read_text())
-    results["backup"] = figures
-    results["targets"] = [*report.targets(results), *targets(figures)]
-    report.write(results)
+    report.record("backup", figures)
     for t in targets(figures):
         _log(f"{'MET ' if t['met'] else 'MISS'} {t['name']}: {t['value']:.2f} ({t['target']})")
 

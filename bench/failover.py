@@ -156,11 +156,9 @@ def targets(figures: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"name": n, "value": float(v), "target": t, "met": bool(m)} for n, v, t, m in rows]
 
 
-def record() -> None:
-    """`make bench-ha`: a cluster of its own, every fault, throughput; written into the last
-    `make bench` run's files (docs/benchmarks.*) beside the figures already there."""
-    from bench import backup, report
-
+def measure() -> dict[str, Any]:
+    """A cluster of its own, every fault under the writer, then throughput beside a single node
+    (BENCH_HA_SINGLE=0 skips it): the figures of docs/benchmarks.json's "ha" section."""
     secrets = pathlib.Path(tempfile.mkdtemp(prefix="pgstack-bench-secrets-"))
     subprocess.run([str(REPO / "scripts/secrets.sh"), str(secrets), "ha"], check=True,
                    capture_output=True)  # fmt: skip
@@ -202,14 +200,16 @@ def record() -> None:
         finally:
             single.down()
     figures["load_average_at_end"] = round(os.getloadavg()[0], 2)
-    results = json.loads((REPO / "docs/benchmarks.json").read_text())
-    results["ha"] = figures
-    results["targets"] = [
-        *report.targets(results),
-        *(backup.targets(results["backup"]) if "backup" in results else []),
-        *targets(figures),
-    ]
-    report.write(results)
+    return figures
+
+
+def record() -> None:
+    """`make bench-ha`: measure(), written into the last `make bench` run's files
+    (docs/benchmarks.*) beside the figures already there."""
+    from bench import report
+
+    figures = measure()
+    report.record("ha", figures)
     for t in targets(figures):
         _log(f"{'MET ' if t['met'] else 'MISS'} {t['name']}: {t['value']:.2f} ({t['target']})")
 
