@@ -126,9 +126,12 @@ def wait_orders(cluster: Cluster, node: str, user: int, expected: list[int]) -> 
     raise AssertionError(f"{node}: missing {missing[:20]}, extra {extra[:20]}")
 
 
-def in_recovery(cluster: Cluster, node: str) -> bool:
-    """`node` runs as a replica (read-only); False while it is a primary or restarting."""
+def accepts_writes(cluster: Cluster, node: str) -> bool:
+    """`node`'s PostgreSQL answers as a primary. False once it is a replica, and while it is shut
+    down: a leader cut off from etcd stops its PostgreSQL (Patroni's "offline" demotion; the stop
+    itself waits up to wal_sender_timeout for the unreachable standbys) and starts it again only
+    when it can reach etcd."""
     try:
-        return cluster.node_psql(node, "SELECT pg_is_in_recovery()", "postgres") == "t"
-    except AssertionError:  # shutting down or starting up, on its way to being demoted
+        return cluster.node_psql(node, "SELECT pg_is_in_recovery()", "postgres") == "f"
+    except AssertionError:  # refusing connections: shutting down, stopped or starting
         return False

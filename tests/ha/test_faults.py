@@ -162,10 +162,10 @@ def test_a_partitioned_leader_demotes_itself_and_rejoins_rewound_on_the_new_time
         old, "SET synchronous_commit = local; INSERT INTO fault_marker VALUES ('isolated')",
         "postgres",
     )  # fmt: skip
-    # The isolated leader cannot renew its key: it demotes itself (read-only) before the lease
-    # can expire elsewhere, and never takes a write for the API again.
+    # The isolated leader cannot renew its key: it stops taking writes (Patroni stops its
+    # PostgreSQL) before the lease can expire elsewhere, and never takes one for the API again.
     deadline = time.monotonic() + faults.REPLACED_BOUND_S
-    while not faults.in_recovery(cluster, old):
+    while faults.accepts_writes(cluster, old):
         assert time.monotonic() < deadline, f"{old} still writable while cut off"
         time.sleep(1)
     new = faults.wait_replaced(cluster, old)
