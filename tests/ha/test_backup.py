@@ -182,11 +182,10 @@ def test_a_target_outside_the_window_is_refused_and_nothing_is_touched(cluster: 
     assert cluster.running_nodes() == ["patroni1", "patroni2", "patroni3"]
 
 
-def test_make_ha_restore_recovers_the_cluster_to_a_time_between_two_orders(
-    cluster: Cluster,
-) -> None:
-    members = cluster.wait_members(healthy, timeout=60, what="a healthy cluster")
-    old_timeline = _leader_timeline(members)
+def _two_orders_around_a_target(
+    cluster: Cluster, members: list[dict[str, Any]]
+) -> tuple[int, int, int, str, int]:
+    """(user, product, first order, a time read on the leader between them, second order)."""
     leader = next(m["Member"] for m in members if m["Role"] == "Leader")
     with cluster.http(timeout=20) as http:
         user = create_user(http)
@@ -196,6 +195,15 @@ def test_make_ha_restore_recovers_the_cluster_to_a_time_between_two_orders(
         target = cluster.node_psql(leader, "SELECT now()")
         time.sleep(1.5)
         second = _order(http, user, product)
+    return user, product, first, target, second
+
+
+def test_make_ha_restore_recovers_the_cluster_to_a_time_between_two_orders(
+    cluster: Cluster,
+) -> None:
+    members = cluster.wait_members(healthy, timeout=60, what="a healthy cluster")
+    old_timeline = _leader_timeline(members)
+    user, product, first, target, second = _two_orders_around_a_target(cluster, members)
 
     result = _make(cluster, "ha-restore", f"TARGET_TIME={target}", "CONFIRM=1",
                    timeout=RESTORE_BOUND_S)  # fmt: skip
@@ -229,14 +237,7 @@ def test_a_failed_recovery_puts_the_previous_cluster_back_with_every_row(cluster
     members = cluster.wait_members(healthy, timeout=60, what="a healthy cluster")
     old_timeline = _leader_timeline(members)
     leader = next(m["Member"] for m in members if m["Role"] == "Leader")
-    with cluster.http(timeout=20) as http:
-        user = create_user(http)
-        product = create_product(http, stock=100)
-        first = _order(http, user, product)
-        time.sleep(1.5)
-        target = cluster.node_psql(leader, "SELECT now()")
-        time.sleep(1.5)
-        second = _order(http, user, product)
+    user, product, first, target, second = _two_orders_around_a_target(cluster, members)
 
     # No time at all for the recovered node to lead: the recovery fails once it has started
     # (data set aside, replicas' copies gone, the restore under way) and must roll back.
