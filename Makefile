@@ -278,17 +278,27 @@ ha-wait-sync:
 	echo "error: the cluster has no synchronous standby after 60 s; see make cluster-status, make ha-logs" >&2; exit 1
 
 ##@ Deploy (ansible/; guide: ansible/README.md)
-# INVENTORY: your inventory (copy ansible/inventory/example). VAULT_PASSWORD_FILE: the vault's
-# password file (empty: ansible asks). ANSIBLE_ARGS: e.g. "--check --diff" or "--limit app1".
+# INVENTORY: your inventory (copy ansible/inventory/example), its hosts.yml or its directory.
+# VAULT_PASSWORD_FILE: the vault's password file; by default the one `make vault` wrote for this
+# inventory, VAULT_PASSWORD_DIR/<inventory name>.vault-pass, when it exists (else ansible asks).
+# ANSIBLE_ARGS: e.g. "--check --diff" or "--limit app1".
 INVENTORY ?= ansible/inventory/example/hosts.yml
+VAULT_PASSWORD_DIR ?= $(HOME)/.config/pgstack
 VAULT_PASSWORD_FILE ?=
 ANSIBLE_ARGS ?=
+INVENTORY_DIR = $(patsubst %/,%,$(if $(filter %.yml %.yaml,$(INVENTORY)),$(dir $(INVENTORY)),$(INVENTORY)))
+VAULT_PASSWORD_DEFAULT = $(VAULT_PASSWORD_DIR)/$(notdir $(INVENTORY_DIR)).vault-pass
+VAULT_PASSWORD = $(or $(VAULT_PASSWORD_FILE),$(wildcard $(VAULT_PASSWORD_DEFAULT)))
 # Images built here and shipped to the hosts as one `docker save` archive (no registry needed).
 DEPLOY_ARCHIVE ?= $(CURDIR)/ansible/.artifacts/pgstack-images-$(PGSTACK_IMAGE_TAG).tar
 ANSIBLE_PLAYBOOK = ANSIBLE_CONFIG="$(CURDIR)/ansible/ansible.cfg" "$(TEST_VENV)/bin/ansible-playbook" \
-	--inventory "$(INVENTORY)" $(if $(VAULT_PASSWORD_FILE),--vault-password-file "$(VAULT_PASSWORD_FILE)",--ask-vault-pass)
+	--inventory "$(INVENTORY)" $(if $(VAULT_PASSWORD),--vault-password-file "$(VAULT_PASSWORD)",--ask-vault-pass)
 
-.PHONY: deploy deploy-check deploy-images
+.PHONY: vault deploy deploy-check deploy-images
+vault: $(TEST_VENV)/.installed ## INVENTORY's vault: a random value per secret, encrypted; its password to VAULT_PASSWORD_DIR (never overwrites).
+	@"$(TEST_VENV)/bin/python" ansible/scripts/vault.py new --inventory "$(INVENTORY_DIR)" \
+		--password-file "$(or $(VAULT_PASSWORD_FILE),$(VAULT_PASSWORD_DEFAULT))"
+
 deploy-images: preflight base-image secrets ## Build the images and save them to DEPLOY_ARCHIVE for shipping.
 	@$(COMPOSE) build
 	@ansible/scripts/save-images.sh "$(DEPLOY_ARCHIVE)"
@@ -326,8 +336,8 @@ lint: $(TEST_VENV)/.installed ## ruff, mypy (strict), hadolint and shellcheck on
 		(cd "$$pkg" && "$(TEST_VENV)/bin/ruff" check . && "$(TEST_VENV)/bin/ruff" format --check . \
 			&& "$(TEST_VENV)/bin/mypy") || exit 1; \
 	done
-	@"$(TEST_VENV)/bin/ruff" check tests bench scripts
-	@"$(TEST_VENV)/bin/ruff" format --check tests bench scripts
+	@"$(TEST_VENV)/bin/ruff" check tests bench scripts ansible/scripts
+	@"$(TEST_VENV)/bin/ruff" format --check tests bench scripts ansible/scripts
 	@"$(TEST_VENV)/bin/mypy" --strict scripts/cluster.py
 
 bench: preflight base-image secrets $(TEST_VENV)/.installed ## Benchmarks: docs/benchmarks.json, .png and the figures in docs/benchmarks.md.
