@@ -171,22 +171,9 @@ restore-dump:
 restore-pitr:
 	@services/backup/pitr-restore.sh "$(TARGET_TIME)" $(if $(filter 1,$(FORCE)),force)
 
-# Polls the API's /readyz from inside its container for up to 60 s (a loaded host is slow) until
-# it answers 200 three times in a row: each worker caches its readiness for about a second.
-define API_READY_WAIT
-import time, urllib.request
-streak, deadline = 0, time.monotonic() + 60
-while streak < 3:
-    if time.monotonic() > deadline:
-        raise SystemExit("api: /readyz is not 200 after 60 s; see make logs SERVICE=api")
-    try:
-        ok = urllib.request.urlopen("http://127.0.0.1:8000/readyz", timeout=2).status == 200
-    except OSError:
-        ok = False
-    streak = streak + 1 if ok else 0
-    time.sleep(0.3)
-print("api: ready")
-endef
+# Polls the API's /readyz from inside its container until it is ready (scripts/api_ready_wait.py,
+# which the `pgstack` command on a deployed host runs too).
+API_READY_WAIT := $(file <scripts/api_ready_wait.py)
 export API_READY_WAIT
 
 ##@ High availability, in progress (docker-compose.ha.yml; services/patroni/README.md)
