@@ -278,8 +278,13 @@ VAULT_PASSWORD_DEFAULT = $(VAULT_PASSWORD_DIR)/$(notdir $(INVENTORY_DIR)).vault-
 VAULT_PASSWORD = $(or $(VAULT_PASSWORD_FILE),$(wildcard $(VAULT_PASSWORD_DEFAULT)))
 # Images built here and shipped to the hosts as one `docker save` archive (no registry needed).
 DEPLOY_ARCHIVE ?= $(CURDIR)/ansible/.artifacts/pgstack-images-$(PGSTACK_IMAGE_TAG).tar
-ANSIBLE_PLAYBOOK = ANSIBLE_CONFIG="$(CURDIR)/ansible/ansible.cfg" "$(TEST_VENV)/bin/ansible-playbook" \
-	--inventory "$(INVENTORY)" $(if $(VAULT_PASSWORD),--vault-password-file "$(VAULT_PASSWORD)",--ask-vault-pass)
+ANSIBLE_OPTS = --inventory "$(INVENTORY)" \
+	$(if $(VAULT_PASSWORD),--vault-password-file "$(VAULT_PASSWORD)",--ask-vault-pass)
+ANSIBLE_PLAYBOOK = ANSIBLE_CONFIG="$(CURDIR)/ansible/ansible.cfg" "$(TEST_VENV)/bin/ansible-playbook" $(ANSIBLE_OPTS)
+# The `pgstack` command the role installs, run as root on every host of INVENTORY (ANSIBLE_ARGS
+# "--limit app1" for one); its output is printed per host.
+ON_HOSTS = ANSIBLE_CONFIG="$(CURDIR)/ansible/ansible.cfg" "$(TEST_VENV)/bin/ansible" pgstack $(ANSIBLE_OPTS) \
+	--become --module-name ansible.builtin.command $(ANSIBLE_ARGS) --args
 
 .PHONY: vault deploy deploy-check deploy-images
 vault: $(TEST_VENV)/.installed ## INVENTORY's vault: a random value per secret, encrypted; its password to VAULT_PASSWORD_DIR (never overwrites).
@@ -296,6 +301,27 @@ deploy: deploy-images $(TEST_VENV)/.installed ## Deploy to INVENTORY's hosts wit
 
 deploy-check: $(TEST_VENV)/.installed ## On INVENTORY's hosts: every service healthy, /readyz via the published port, backup age.
 	@$(ANSIBLE_PLAYBOOK) ansible/check.yml $(ANSIBLE_ARGS)
+
+# The runbook's operations on INVENTORY's hosts (`pgstack ...` there; ansible/README.md,
+# "Operations on the host").
+.PHONY: deploy-status deploy-backup deploy-backup-list deploy-restore deploy-logs
+deploy-status: $(TEST_VENV)/.installed ## On INVENTORY's hosts: services, health, /readyz, last backup (pgstack status).
+	@$(ON_HOSTS) "pgstack status"
+
+deploy-backup: $(TEST_VENV)/.installed ## On INVENTORY's hosts: back up now (pgstack backup).
+	@$(ON_HOSTS) "pgstack backup"
+
+deploy-backup-list: $(TEST_VENV)/.installed ## On INVENTORY's hosts: the backups and the point-in-time window.
+	@$(ON_HOSTS) "pgstack backup-list"
+
+deploy-restore: $(TEST_VENV)/.installed ## On INVENTORY's hosts: restore BACKUP=<dump|latest> or TARGET_TIME=<time>. Needs CONFIRM=1.
+	@if [[ "$(CONFIRM)" != 1 ]]; then \
+		echo "deploy-restore replaces every row of the stack on $(INVENTORY)'s hosts with $(if $(TARGET_TIME),the data as of $(TARGET_TIME),backup '$(BACKUP)') (a safety backup is taken first)." >&2; \
+		echo "Run: make deploy-restore INVENTORY=$(INVENTORY) $(if $(TARGET_TIME),TARGET_TIME='$(TARGET_TIME)',BACKUP=$(BACKUP)) CONFIRM=1" >&2; exit 4; fi
+	@$(ON_HOSTS) "pgstack restore $(if $(TARGET_TIME),'TARGET_TIME=$(TARGET_TIME)',BACKUP=$(BACKUP)) $(if $(filter 1,$(FORCE)),FORCE=1) CONFIRM=1"
+
+deploy-logs: $(TEST_VENV)/.installed ## On INVENTORY's hosts: the last 100 log lines of every service (SERVICE=api for one).
+	@$(ON_HOSTS) "pgstack logs $(SERVICE)"
 
 ##@ Development
 .PHONY: dev test test-unit lint bench bench-backup bench-ha
