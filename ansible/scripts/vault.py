@@ -112,6 +112,12 @@ def new(inventory: Path, password_file: Path) -> None:
         f"wrote {password_file} (0600): the vault's password. Keep it, and a copy off this machine"
     )
     print("(without it the vault, and backup_repo2_cipher_pass with it, cannot be read).")
+    mapping = inventory / "group_vars" / "pgstack" / "vars.yml"
+    if not mapping.is_file() or VAR_PREFIX not in mapping.read_text():
+        print(
+            f"note: {mapping} does not map the {VAR_PREFIX}* variables into pgstack_secrets yet; "
+            f"copy that mapping from {REPO / EXAMPLE_VAULT.parent / 'vars.yml'}."
+        )
 
 
 # ---- public --------------------------------------------------------------------------------
