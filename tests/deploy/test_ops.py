@@ -119,6 +119,17 @@ def test_pgstack_status_as_the_deploy_user_reports_services_readiness_and_backup
     assert "migrate" in status and "readyz: 200" in status and "backup: " in status, status
 
 
+@pytest.mark.timeout(300)
+def test_pgstack_check_db_deploy_db_init_and_logs_work_on_the_host(target: Target) -> None:
+    check = _pgstack(target, "check")
+    assert "database check: OK" in check and "API path (PgBouncer)" in check, check
+    _pgstack(target, "db-deploy")  # at head already: applies nothing, exits 0
+    _pgstack(target, "db-init")
+    logs = [line for line in _pgstack(target, "logs", "api").splitlines() if line.strip()]
+    assert logs and all(line.startswith("api-1") for line in logs), logs[:5]
+    target.wait_ready()
+
+
 def test_pgstack_refuses_a_user_who_may_not_use_docker(target: Target) -> None:
     result = target.sh("runuser -u debian -- pgstack status", check=False)
     assert result.returncode == 2, result.stdout + result.stderr
