@@ -7,6 +7,7 @@ The tests run in file order on one target, like an operator's first weeks with a
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -125,7 +126,9 @@ def test_pgstack_check_db_deploy_db_init_and_logs_work_on_the_host(target: Targe
     assert "database check: OK" in check and "API path (PgBouncer)" in check, check
     _pgstack(target, "db-deploy")  # at head already: applies nothing, exits 0
     _pgstack(target, "db-init")
-    logs = [line for line in _pgstack(target, "logs", "api").splitlines() if line.strip()]
+    # Compose clears each line (ESC [2K) even when no terminal is attached.
+    shown = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", _pgstack(target, "logs", "api"))
+    logs = [line for line in shown.splitlines() if line.strip()]
     assert logs and all(line.startswith("api-1") for line in logs), logs[:5]
     target.wait_ready()
 
