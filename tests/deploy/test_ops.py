@@ -59,6 +59,27 @@ def _make(target: Target, *args: str, timeout: float = 900) -> subprocess.Comple
     )  # fmt: skip
 
 
+def _make_ok(target: Target, *args: str) -> subprocess.CompletedProcess[str]:
+    """`_make` that must succeed; fails with the end of its output otherwise."""
+    result = _make(target, *args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _assert_restored(
+    target: Target, *, kept: int, gone: int, dumps_before: list[str], safety: str
+) -> None:
+    """After a whole restore command: the API serves again, the order from before the backup or
+    target time is there, the one placed after it is not, and the safety dump the restore took
+    first (`safety`: pre-restore or pre-pitr) is still listed."""
+    new = set(_dumps(_pgstack(target, "backup-list"))) - set(dumps_before)
+    assert any(name.endswith(f"-{safety}") for name in new), (safety, new)
+    target.wait_ready()
+    assert _order_total(target, kept) == 600
+    with target.http() as http:
+        assert http.get(f"/api/orders/{gone}").status_code == 404
+
+
 def _dumps(listing: str) -> list[str]:
     """The dump names in `pgstack backup-list`'s first section."""
     logical = listing.split("physical backups", 1)[0].splitlines()[1:]
@@ -157,11 +178,9 @@ def test_pgstack_restore_needs_confirm_then_brings_the_backup_back(target: Targe
     refused = target.sh("pgstack restore BACKUP=latest", check=False)
     assert refused.returncode == 4 and "CONFIRM=1" in refused.stderr, refused.stderr
     assert _order_total(target, later) == 600, "an unconfirmed restore changed nothing"
+    before = _dumps(_pgstack(target, "backup-list"))
     _pgstack(target, "restore", "BACKUP=latest", "CONFIRM=1")
-    target.wait_ready()
-    assert _order_total(target, order_id) == 600
-    with target.http() as http:
-        assert http.get(f"/api/orders/{later}").status_code == 404
+    _assert_restored(target, kept=order_id, gone=later, dumps_before=before, safety="pre-restore")
 
 
 @pytest.mark.timeout(300)
@@ -186,11 +205,9 @@ def test_pgstack_restore_to_a_point_in_time_brings_back_what_was_there(target: T
     moment = target.sh("date -u '+%F %T+00:00'").stdout.strip()
     time.sleep(2)
     gone = _order(target)
+    before = _dumps(_pgstack(target, "backup-list"))
     _pgstack(target, "restore", f"TARGET_TIME={moment}", "CONFIRM=1", timeout=900)
-    target.wait_ready()
-    assert _order_total(target, kept) == 600
-    with target.http() as http:
-        assert http.get(f"/api/orders/{gone}").status_code == 404
+    _assert_restored(target, kept=kept, gone=gone, dumps_before=before, safety="pre-pitr")
 
 
 @pytest.mark.timeout(900)
@@ -198,27 +215,20 @@ def test_the_make_wrappers_back_up_list_and_restore_from_the_control_node(
     target: Target,
 ) -> None:
     order_id = _order(target)
-    backup = _make(target, "deploy-backup")
-    assert backup.returncode == 0, backup.stdout[-3000:] + backup.stderr[-3000:]
-    listing = _make(target, "deploy-backup-list")
-    assert listing.returncode == 0, listing.stdout[-3000:] + listing.stderr[-3000:]
+    _make_ok(target, "deploy-backup")
+    listing = _make_ok(target, "deploy-backup-list")
     assert "point-in-time recovery: any time between" in listing.stdout
     later = _order(target)
     refused = _make(target, "deploy-restore", "BACKUP=latest")
     assert refused.returncode != 0 and "CONFIRM=1" in refused.stderr, refused.stderr
-    restored = _make(target, "deploy-restore", "BACKUP=latest", "CONFIRM=1")
-    assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-3000:]
-    target.wait_ready()
-    assert _order_total(target, order_id) == 600
-    with target.http() as http:
-        assert http.get(f"/api/orders/{later}").status_code == 404
+    before = _dumps(_pgstack(target, "backup-list"))
+    _make_ok(target, "deploy-restore", "BACKUP=latest", "CONFIRM=1")
+    _assert_restored(target, kept=order_id, gone=later, dumps_before=before, safety="pre-restore")
 
 
 @pytest.mark.timeout(300)
 def test_make_deploy_status_and_deploy_check_report_the_stack(target: Target) -> None:
-    status = _make(target, "deploy-status")
-    assert status.returncode == 0, status.stdout[-3000:] + status.stderr[-3000:]
+    status = _make_ok(target, "deploy-status")
     assert "readyz: 200" in status.stdout, status.stdout
-    check = _make(target, "deploy-check")
-    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-3000:]
+    check = _make_ok(target, "deploy-check")
     assert "readyz: 200" in check.stdout and "failed=0" in check.stdout, check.stdout[-3000:]
