@@ -26,8 +26,10 @@ from tests.stack.compose import REPO, free_port
 ANSIBLE_DIR = REPO / "ansible"
 TARGET_COMPOSE = Path(__file__).parent / "target" / "compose.yml"
 BIN = Path(sys.executable).parent
-# The example vault's documented throwaway password (ansible/README.md, "Secrets").
+# The example vault's documented throwaway password (ansible/README.md, "Secrets"): the playbook
+# refuses its values, so each target gets a vault of its own from `make vault`'s script.
 EXAMPLE_VAULT_PASSWORD = "pgstack-example-vault"  # noqa: S105 (public on purpose)
+VAULT_SCRIPT = ANSIBLE_DIR / "scripts" / "vault.py"
 STACK_DIR = "/opt/pgstack"
 _RECAP = re.compile(
     r"^target\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
@@ -174,14 +176,41 @@ class Target:
                 )
             time.sleep(1)
 
+    @property
+    def vault_password(self) -> Path:
+        return self.workdir / "vault-password"
+
     def _write_inventory(self) -> None:
-        """The example inventory's group_vars (and vault), with this target's connection details."""
+        """The example inventory's vars.yml, a new vault made by `make vault`'s script, and this
+        target's connection details."""
         inventory = self.inventory.parent
-        shutil.copytree(
-            ANSIBLE_DIR / "inventory" / "example" / "group_vars", inventory / "group_vars"
+        (inventory / "group_vars" / "pgstack").mkdir(parents=True)
+        shutil.copy(
+            ANSIBLE_DIR / "inventory" / "example" / "group_vars" / "pgstack" / "vars.yml",
+            inventory / "group_vars" / "pgstack" / "vars.yml",
         )
-        (self.workdir / "vault-password").write_text(EXAMPLE_VAULT_PASSWORD + "\n")
-        host = {
+        subprocess.run(
+            [sys.executable, str(VAULT_SCRIPT), "new", "--inventory", str(inventory),
+             "--password-file", str(self.vault_password)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        self.inventory.write_text(json.dumps({"pgstack": {"hosts": {"target": self._host()}}}))
+
+    def example_inventory(self) -> tuple[Path, Path]:
+        """This target in an inventory with the example's group_vars, its public vault included:
+        (hosts.yml, the vault's password file)."""
+        inventory = self.workdir / "example-inventory"
+        if not inventory.exists():
+            shutil.copytree(
+                ANSIBLE_DIR / "inventory" / "example" / "group_vars", inventory / "group_vars"
+            )
+            hosts = {"pgstack": {"hosts": {"target": self._host()}}}
+            (inventory / "hosts.yml").write_text(json.dumps(hosts))
+            (inventory / "vault-password").write_text(EXAMPLE_VAULT_PASSWORD + "\n")
+        return inventory / "hosts.yml", inventory / "vault-password"
+
+    def _host(self) -> dict[str, object]:
+        return {
             "ansible_host": "127.0.0.1",
             "ansible_port": self.ssh_port,
             "ansible_user": "debian",
@@ -199,7 +228,6 @@ class Target:
             "pgstack_check_url": self.base_url,
             "pgstack_check_ca_path": str(self.ca_file),
         }
-        self.inventory.write_text(json.dumps({"pgstack": {"hosts": {"target": host}}}, indent=2))
 
     # ---- acting on the target --------------------------------------------------------------
 
@@ -238,8 +266,9 @@ class Target:
         lines = self.stack("ps", "--all", "--format", "json").stdout.splitlines()
         return {row["Service"]: row for row in map(json.loads, filter(None, lines))}
 
-    def playbook(self, name: str, *args: str, timeout: float = 900) -> Recap:
-        """Run ansible/<name> against this target over SSH; fail with the output if it fails."""
+    @property
+    def ansible_env(self) -> dict[str, str]:
+        """The environment `ansible-playbook` and `make deploy-*` run with against this target."""
         env = dict(os.environ)
         env.update(
             ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"),
@@ -248,15 +277,32 @@ class Target:
             ANSIBLE_FORCE_COLOR="0",
             PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         )
+        return env
+
+    def run_playbook(
+        self,
+        name: str,
+        *args: str,
+        inventory: Path | None = None,
+        vault_password: Path | None = None,
+        timeout: float = 900,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ansible/<name> against this target over SSH, whatever its outcome (logged)."""
         result = subprocess.run(
-            [str(BIN / "ansible-playbook"), "--inventory", str(self.inventory),
-             "--vault-password-file", str(self.workdir / "vault-password"),
+            [str(BIN / "ansible-playbook"), "--inventory", str(inventory or self.inventory),
+             "--vault-password-file", str(vault_password or self.vault_password),
              str(ANSIBLE_DIR / name), *args],
-            cwd=ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=timeout,
+            cwd=ANSIBLE_DIR, env=self.ansible_env, capture_output=True, text=True,
+            timeout=timeout,
         )  # fmt: skip
-        output = result.stdout + result.stderr
         with (self.workdir / "playbooks.log").open("a") as log:
-            log.write(output)
+            log.write(result.stdout + result.stderr)
+        return result
+
+    def playbook(self, name: str, *args: str, timeout: float = 900) -> Recap:
+        """Run ansible/<name> against this target over SSH; fail with the output if it fails."""
+        result = self.run_playbook(name, *args, timeout=timeout)
+        output = result.stdout + result.stderr
         match = _RECAP.search(result.stdout)
         if result.returncode != 0 or match is None:
             raise AssertionError(
