@@ -299,7 +299,7 @@ deploy: deploy-images $(TEST_VENV)/.installed ## Deploy to INVENTORY's hosts wit
 	@$(ANSIBLE_PLAYBOOK) ansible/site.yml --extra-vars "pgstack_images_source=load" \
 		--extra-vars "pgstack_images_archive=$(DEPLOY_ARCHIVE)" --extra-vars "pgstack_image_tag=$(PGSTACK_IMAGE_TAG)" $(ANSIBLE_ARGS)
 
-deploy-check: $(TEST_VENV)/.installed ## On INVENTORY's hosts: every service healthy, /readyz via the published port, backup age.
+deploy-check: $(TEST_VENV)/.installed ## On INVENTORY's hosts: every service healthy, /readyz through the edge's HTTPS, backup age.
 	@$(ANSIBLE_PLAYBOOK) ansible/check.yml $(ANSIBLE_ARGS)
 
 # The runbook's operations on INVENTORY's hosts (`pgstack ...` there; ansible/README.md,

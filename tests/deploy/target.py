@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.deploy.tls import Certificates, issue
 from tests.stack.compose import REPO, free_port
 
 ANSIBLE_DIR = REPO / "ansible"
@@ -57,12 +59,21 @@ class Recap:
 
 @dataclass
 class Target:
-    """One target host: its compose project, SSH key, inventory and published ports."""
+    """One target host: its compose project, SSH key, inventory and published ports.
+
+    Clients reach the stack through the edge's HTTPS (port 443 on the target, on `https_port`
+    here), verified against a CA made for this target. `sshd_port` is the port sshd listens on
+    inside the target (22 like a fresh VM, or another to test a host that moved it).
+    """
 
     workdir: Path
     project: str = field(default_factory=lambda: f"pgstack-deploy-{os.getpid()}")
     ssh_port: int = field(default_factory=free_port)
-    http_port: int = field(default_factory=free_port)
+    https_port: int = field(default_factory=free_port)
+    sshd_port: int = 22
+    # The name other containers on the target's network know it by, and the loopback address the
+    # tests use: both are in the edge's certificate.
+    tls: Certificates = field(default_factory=lambda: issue(["target", "localhost"], ["127.0.0.1"]))
 
     @property
     def env(self) -> dict[str, str]:
@@ -71,13 +82,22 @@ class Target:
         env.update(
             PGSTACK_DEPLOY_PROJECT=self.project,
             PGSTACK_DEPLOY_SSH_PORT=str(self.ssh_port),
-            PGSTACK_DEPLOY_HTTP_PORT=str(self.http_port),
+            PGSTACK_DEPLOY_TARGET_SSH_PORT=str(self.sshd_port),
+            PGSTACK_DEPLOY_HTTPS_PORT=str(self.https_port),
         )
         return env
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"https://127.0.0.1:{self.https_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "ca.crt"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Verifies the edge against this target's CA only."""
+        return ssl.create_default_context(cafile=self.ca_file)
 
     @property
     def key(self) -> Path:
@@ -120,6 +140,12 @@ class Target:
             check=True,
         )
         self._wait_booted()
+        if self.sshd_port != 22:
+            self.sh(
+                f"echo 'Port {self.sshd_port}' >/etc/ssh/sshd_config.d/pgstack-test-port.conf"
+                " && systemctl restart ssh.service"
+            )
+        self.tls.write_ca(self.ca_file)
         pub = self.key.with_suffix(".pub").read_text()
         self.sh(
             "install -d -m 0700 -o debian -g debian ~debian/.ssh && "
@@ -168,7 +194,20 @@ class Target:
              "--password-file", str(self.vault_password)],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
+        self._write_edge_tls(inventory, self.vault_password)
         self.inventory.write_text(json.dumps({"pgstack": {"hosts": {"target": self._host()}}}))
+
+    def _write_edge_tls(self, inventory: Path, vault_password: Path) -> None:
+        """The edge's certificate and key where ansible/README.md tells an operator to put them:
+        tls/server.crt, and the key encrypted with ansible-vault's encrypt_string."""
+        (inventory / "tls").mkdir(exist_ok=True)
+        (inventory / "tls" / "server.crt").write_text(self.tls.certificate)
+        encrypted = subprocess.run(
+            [str(Path(sys.executable).parent / "ansible-vault"), "encrypt_string",
+             "--vault-password-file", str(vault_password), "--stdin-name", "vault_edge_tls_key"],
+            input=self.tls.key, check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        (inventory / "group_vars" / "pgstack" / "edge_tls_key.yml").write_text(encrypted)
 
     def example_inventory(self) -> tuple[Path, Path]:
         """This target in an inventory with the example's group_vars, its public vault included:
@@ -181,6 +220,7 @@ class Target:
             hosts = {"pgstack": {"hosts": {"target": self._host()}}}
             (inventory / "hosts.yml").write_text(json.dumps(hosts))
             (inventory / "vault-password").write_text(EXAMPLE_VAULT_PASSWORD + "\n")
+            self._write_edge_tls(inventory, inventory / "vault-password")
         return inventory / "hosts.yml", inventory / "vault-password"
 
     def _host(self) -> dict[str, object]:
@@ -194,8 +234,9 @@ class Target:
             "-o UserKnownHostsFile=/dev/null",
             # Measured on the CI machines: the inner dockerd needs this to start containers.
             "docker_service_environment": {"DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE": "1"},
-            # The control node reaches the target's published API port through the outer engine.
+            # The control node reaches the target's HTTPS port through the outer engine.
             "pgstack_check_url": self.base_url,
+            "pgstack_check_ca_path": str(self.ca_file),
         }
 
     # ---- acting on the target --------------------------------------------------------------
@@ -282,7 +323,7 @@ class Target:
         return Recap(ok, changed, unreachable, failed, output)
 
     def http(self, timeout: float = 20) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=timeout)
+        return httpx.Client(base_url=self.base_url, timeout=timeout, verify=self.ssl_context())
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -296,7 +337,7 @@ class Target:
             except httpx.HTTPError as exc:
                 status = type(exc).__name__
             time.sleep(0.5)
-        raise AssertionError(f"/readyz through the published port: {status} after {timeout} s")
+        raise AssertionError(f"/readyz through the edge: {status} after {timeout} s")
 
 
 class Downtime:
@@ -305,12 +346,14 @@ class Downtime:
     Bounded by the block itself (and a hard limit), never by the server's answers.
     """
 
-    def __init__(self, url: str, limit_s: float = 900) -> None:
+    def __init__(self, url: str, verify: ssl.SSLContext, limit_s: float = 900) -> None:
         import threading
 
-        self.url, self.limit_s = url, limit_s
+        self.url, self.verify, self.limit_s = url, verify, limit_s
         self.gaps: list[float] = []
         self.polls = 0
+        # (seconds since the start, what a poll got) each time that changes: why a gap was long.
+        self.changes: list[tuple[float, str]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -329,14 +372,17 @@ class Downtime:
     def _run(self) -> None:
         started = time.monotonic()
         down_since: float | None = None
-        with httpx.Client(timeout=1) as http:
+        with httpx.Client(timeout=1, verify=self.verify) as http:
             while not self._stop.is_set() and time.monotonic() - started < self.limit_s:
                 now = time.monotonic()
                 self.polls += 1
                 try:
-                    up = http.get(self.url).status_code == 200
-                except httpx.HTTPError:
-                    up = False
+                    outcome = str(http.get(self.url).status_code)
+                except httpx.HTTPError as error:
+                    outcome = type(error).__name__
+                up = outcome == "200"
+                if not self.changes or self.changes[-1][1] != outcome:
+                    self.changes.append((round(now - started, 1), outcome))
                 if not up and down_since is None:
                     down_since = now
                 elif up and down_since is not None:
