@@ -285,17 +285,22 @@ VAULT_PASSWORD_FILE ?=
 ANSIBLE_ARGS ?=
 # Images built here and shipped to the hosts as one `docker save` archive (no registry needed).
 DEPLOY_ARCHIVE ?= $(CURDIR)/ansible/.artifacts/pgstack-images-$(PGSTACK_IMAGE_TAG).tar
+# The cluster layout's images (etcd, Patroni), for inventories with group pgstack_db.
+DEPLOY_CLUSTER_ARCHIVE ?= $(CURDIR)/ansible/.artifacts/pgstack-cluster-images-$(PGSTACK_IMAGE_TAG).tar
 ANSIBLE_PLAYBOOK = ANSIBLE_CONFIG="$(CURDIR)/ansible/ansible.cfg" "$(TEST_VENV)/bin/ansible-playbook" \
 	--inventory "$(INVENTORY)" $(if $(VAULT_PASSWORD_FILE),--vault-password-file "$(VAULT_PASSWORD_FILE)",--ask-vault-pass)
 
 .PHONY: deploy deploy-check deploy-images
-deploy-images: preflight base-image secrets ## Build the images and save them to DEPLOY_ARCHIVE for shipping.
+deploy-images: preflight base-image secrets ha-secrets ## Build the images and save them to DEPLOY_ARCHIVE (and the cluster's to DEPLOY_CLUSTER_ARCHIVE) for shipping.
 	@$(COMPOSE) build
 	@ansible/scripts/save-images.sh "$(DEPLOY_ARCHIVE)"
+	@$(HA_COMPOSE) build etcd1 patroni1
+	@ansible/scripts/save-images.sh "$(DEPLOY_CLUSTER_ARCHIVE)" "pgstack-etcd:$(PGSTACK_IMAGE_TAG)" "pgstack-patroni:$(PGSTACK_IMAGE_TAG)"
 
 deploy: deploy-images $(TEST_VENV)/.installed ## Deploy to INVENTORY's hosts with Ansible (image tag PGSTACK_IMAGE_TAG).
 	@$(ANSIBLE_PLAYBOOK) ansible/site.yml --extra-vars "pgstack_images_source=load" \
-		--extra-vars "pgstack_images_archive=$(DEPLOY_ARCHIVE)" --extra-vars "pgstack_image_tag=$(PGSTACK_IMAGE_TAG)" $(ANSIBLE_ARGS)
+		--extra-vars "pgstack_images_archive=$(DEPLOY_ARCHIVE)" --extra-vars "pgstack_image_tag=$(PGSTACK_IMAGE_TAG)" \
+		--extra-vars "pgstack_db_images_archive=$(DEPLOY_CLUSTER_ARCHIVE)" $(ANSIBLE_ARGS)
 
 deploy-check: $(TEST_VENV)/.installed ## On INVENTORY's hosts: every service healthy, /readyz via the published port, backup age.
 	@$(ANSIBLE_PLAYBOOK) ansible/check.yml $(ANSIBLE_ARGS)
