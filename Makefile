@@ -171,22 +171,9 @@ restore-dump:
 restore-pitr:
 	@services/backup/pitr-restore.sh "$(TARGET_TIME)" $(if $(filter 1,$(FORCE)),force)
 
-# Polls the API's /readyz from inside its container for up to 60 s (a loaded host is slow) until
-# it answers 200 three times in a row: each worker caches its readiness for about a second.
-define API_READY_WAIT
-import time, urllib.request
-streak, deadline = 0, time.monotonic() + 60
-while streak < 3:
-    if time.monotonic() > deadline:
-        raise SystemExit("api: /readyz is not 200 after 60 s; see make logs SERVICE=api")
-    try:
-        ok = urllib.request.urlopen("http://127.0.0.1:8000/readyz", timeout=2).status == 200
-    except OSError:
-        ok = False
-    streak = streak + 1 if ok else 0
-    time.sleep(0.3)
-print("api: ready")
-endef
+# Polls the API's /readyz from inside its container until it is ready (scripts/api_ready_wait.py,
+# which the `pgstack` command on a deployed host runs too).
+API_READY_WAIT := $(file <scripts/api_ready_wait.py)
 export API_READY_WAIT
 
 ##@ High availability, in progress (docker-compose.ha.yml; services/patroni/README.md)
@@ -278,19 +265,34 @@ ha-wait-sync:
 	echo "error: the cluster has no synchronous standby after 60 s; see make cluster-status, make ha-logs" >&2; exit 1
 
 ##@ Deploy (ansible/; guide: ansible/README.md)
-# INVENTORY: your inventory (copy ansible/inventory/example). VAULT_PASSWORD_FILE: the vault's
-# password file (empty: ansible asks). ANSIBLE_ARGS: e.g. "--check --diff" or "--limit app1".
+# INVENTORY: your inventory (copy ansible/inventory/example), its hosts.yml or its directory.
+# VAULT_PASSWORD_FILE: the vault's password file; by default the one `make vault` wrote for this
+# inventory, VAULT_PASSWORD_DIR/<inventory name>.vault-pass, when it exists (else ansible asks).
+# ANSIBLE_ARGS: e.g. "--check --diff" or "--limit app1".
 INVENTORY ?= ansible/inventory/example/hosts.yml
+VAULT_PASSWORD_DIR ?= $(HOME)/.config/pgstack
 VAULT_PASSWORD_FILE ?=
 ANSIBLE_ARGS ?=
+INVENTORY_DIR = $(patsubst %/,%,$(if $(filter %.yml %.yaml,$(INVENTORY)),$(dir $(INVENTORY)),$(INVENTORY)))
+VAULT_PASSWORD_DEFAULT = $(VAULT_PASSWORD_DIR)/$(notdir $(INVENTORY_DIR)).vault-pass
+VAULT_PASSWORD = $(or $(VAULT_PASSWORD_FILE),$(wildcard $(VAULT_PASSWORD_DEFAULT)))
 # Images built here and shipped to the hosts as one `docker save` archive (no registry needed).
 DEPLOY_ARCHIVE ?= $(CURDIR)/ansible/.artifacts/pgstack-images-$(PGSTACK_IMAGE_TAG).tar
 # The cluster layout's images (etcd, Patroni), for inventories with group pgstack_db.
 DEPLOY_CLUSTER_ARCHIVE ?= $(CURDIR)/ansible/.artifacts/pgstack-cluster-images-$(PGSTACK_IMAGE_TAG).tar
-ANSIBLE_PLAYBOOK = ANSIBLE_CONFIG="$(CURDIR)/ansible/ansible.cfg" "$(TEST_VENV)/bin/ansible-playbook" \
-	--inventory "$(INVENTORY)" $(if $(VAULT_PASSWORD_FILE),--vault-password-file "$(VAULT_PASSWORD_FILE)",--ask-vault-pass)
+ANSIBLE_OPTS = --inventory "$(INVENTORY)" \
+	$(if $(VAULT_PASSWORD),--vault-password-file "$(VAULT_PASSWORD)",--ask-vault-pass)
+ANSIBLE_PLAYBOOK = ANSIBLE_CONFIG="$(CURDIR)/ansible/ansible.cfg" "$(TEST_VENV)/bin/ansible-playbook" $(ANSIBLE_OPTS)
+# The `pgstack` command the role installs, run as root on every host of INVENTORY (ANSIBLE_ARGS
+# "--limit app1" for one); its output is printed per host.
+ON_HOSTS = ANSIBLE_CONFIG="$(CURDIR)/ansible/ansible.cfg" "$(TEST_VENV)/bin/ansible" pgstack $(ANSIBLE_OPTS) \
+	--become --module-name ansible.builtin.command $(ANSIBLE_ARGS) --args
 
-.PHONY: deploy deploy-check deploy-images
+.PHONY: vault deploy deploy-check deploy-images
+vault: $(TEST_VENV)/.installed ## INVENTORY's vault: a random value per secret, encrypted; its password to VAULT_PASSWORD_DIR (never overwrites).
+	@"$(TEST_VENV)/bin/python" ansible/scripts/vault.py new --inventory "$(INVENTORY_DIR)" \
+		--password-file "$(or $(VAULT_PASSWORD_FILE),$(VAULT_PASSWORD_DEFAULT))"
+
 deploy-images: preflight base-image secrets ha-secrets ## Build the images and save them to DEPLOY_ARCHIVE (and the cluster's to DEPLOY_CLUSTER_ARCHIVE) for shipping.
 	@$(COMPOSE) build
 	@ansible/scripts/save-images.sh "$(DEPLOY_ARCHIVE)"
@@ -302,8 +304,29 @@ deploy: deploy-images $(TEST_VENV)/.installed ## Deploy to INVENTORY's hosts wit
 		--extra-vars "pgstack_images_archive=$(DEPLOY_ARCHIVE)" --extra-vars "pgstack_image_tag=$(PGSTACK_IMAGE_TAG)" \
 		--extra-vars "pgstack_db_images_archive=$(DEPLOY_CLUSTER_ARCHIVE)" $(ANSIBLE_ARGS)
 
-deploy-check: $(TEST_VENV)/.installed ## On INVENTORY's hosts: every service healthy, /readyz via the published port, backup age.
+deploy-check: $(TEST_VENV)/.installed ## On INVENTORY's hosts: every service healthy, /readyz through the edge's HTTPS, backup age.
 	@$(ANSIBLE_PLAYBOOK) ansible/check.yml $(ANSIBLE_ARGS)
+
+# The runbook's operations on INVENTORY's hosts (`pgstack ...` there; ansible/README.md,
+# "Operations on the host").
+.PHONY: deploy-status deploy-backup deploy-backup-list deploy-restore deploy-logs
+deploy-status: $(TEST_VENV)/.installed ## On INVENTORY's hosts: services, health, /readyz, last backup (pgstack status).
+	@$(ON_HOSTS) "pgstack status"
+
+deploy-backup: $(TEST_VENV)/.installed ## On INVENTORY's hosts: back up now (pgstack backup).
+	@$(ON_HOSTS) "pgstack backup"
+
+deploy-backup-list: $(TEST_VENV)/.installed ## On INVENTORY's hosts: the backups and the point-in-time window.
+	@$(ON_HOSTS) "pgstack backup-list"
+
+deploy-restore: $(TEST_VENV)/.installed ## On INVENTORY's hosts: restore BACKUP=<dump|latest> or TARGET_TIME=<time>. Needs CONFIRM=1.
+	@if [[ "$(CONFIRM)" != 1 ]]; then \
+		echo "deploy-restore replaces every row of the stack on $(INVENTORY)'s hosts with $(if $(TARGET_TIME),the data as of $(TARGET_TIME),backup '$(BACKUP)') (a safety backup is taken first)." >&2; \
+		echo "Run: make deploy-restore INVENTORY=$(INVENTORY) $(if $(TARGET_TIME),TARGET_TIME='$(TARGET_TIME)',BACKUP=$(BACKUP)) CONFIRM=1" >&2; exit 4; fi
+	@$(ON_HOSTS) "pgstack restore $(if $(TARGET_TIME),'TARGET_TIME=$(TARGET_TIME)',BACKUP=$(BACKUP)) $(if $(filter 1,$(FORCE)),FORCE=1) CONFIRM=1"
+
+deploy-logs: $(TEST_VENV)/.installed ## On INVENTORY's hosts: the last 100 log lines of every service (SERVICE=api for one).
+	@$(ON_HOSTS) "pgstack logs $(SERVICE)"
 
 ##@ Development
 .PHONY: dev test test-unit lint bench bench-backup bench-ha
@@ -331,8 +354,8 @@ lint: $(TEST_VENV)/.installed ## ruff, mypy (strict), hadolint and shellcheck on
 		(cd "$$pkg" && "$(TEST_VENV)/bin/ruff" check . && "$(TEST_VENV)/bin/ruff" format --check . \
 			&& "$(TEST_VENV)/bin/mypy") || exit 1; \
 	done
-	@"$(TEST_VENV)/bin/ruff" check tests bench scripts
-	@"$(TEST_VENV)/bin/ruff" format --check tests bench scripts
+	@"$(TEST_VENV)/bin/ruff" check tests bench scripts ansible/scripts
+	@"$(TEST_VENV)/bin/ruff" format --check tests bench scripts ansible/scripts
 	@"$(TEST_VENV)/bin/mypy" --strict scripts/cluster.py
 
 bench: preflight base-image secrets $(TEST_VENV)/.installed ## Benchmarks: docs/benchmarks.json, .png and the figures in docs/benchmarks.md.

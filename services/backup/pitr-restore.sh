@@ -8,6 +8,9 @@
 set -Eeuo pipefail
 
 COMPOSE=(docker compose)
+# The operator's command in the messages below: make in the repository, the pgstack command on a
+# host deployed with Ansible (it sets PGSTACK_OPS=pgstack; the verbs are the same).
+OPS=${PGSTACK_OPS:-make}
 TARGET=${1:?usage: pitr-restore.sh TARGET_TIME [force]}
 FORCE=${2:-}
 # No replay progress for this long means recovery is stuck: give up and put the old cluster back.
@@ -49,7 +52,7 @@ pitr_serve() {
 	local tries
 	for tries in $(seq 1 600); do
 		docker exec "$PG" pg_isready --quiet --host=127.0.0.1 --port=5432 && break
-		((tries < 600)) || { pitr_error "postgres does not accept connections; make logs SERVICE=postgres"; return 1; }
+		((tries < 600)) || { pitr_error "postgres does not accept connections; $OPS logs SERVICE=postgres"; return 1; }
 		sleep 0.5
 	done
 	"${COMPOSE[@]}" exec --no-TTY api python3 -c "$API_READY_WAIT"
@@ -64,7 +67,7 @@ pitr_rollback() {
 	"${COMPOSE[@]}" stop postgres >/dev/null 2>&1 || true
 	"${ONE_OFF[@]}" pitr-rollback
 	pitr_serve
-	pitr_error "the previous cluster is back and serving; nothing was lost. Its safety dump: 'make backup-list' (pre-pitr)."
+	pitr_error "the previous cluster is back and serving; nothing was lost. Its safety dump: '$OPS backup-list' (pre-pitr)."
 	exit 1
 }
 
@@ -76,7 +79,7 @@ else
 	"${BACKUP_CLI[@]}" pitr-check --target-time "$TARGET" --no-refuse || true
 fi
 
-pitr_step "2/6 safety dump of the current state (kept whatever retention says; see make backup-list)"
+pitr_step "2/6 safety dump of the current state (kept whatever retention says; see $OPS backup-list)"
 "${BACKUP_CLI[@]}" safety --label pre-pitr
 
 # Read while everything serves, so they cost no outage: the code's newest migration (after the
@@ -136,7 +139,7 @@ done
 trap - ERR INT TERM
 pitr_after() {
 	pitr_error "the recovery is done and postgres serves, but $1 failed (above). Fix it, then" \
-		"$2; the previous cluster is kept until then ('make restore-rollback' goes back to it)."
+		"$2; the previous cluster is kept until then ('$OPS restore-rollback' goes back to it)."
 	exit 1
 }
 pitr_psql "ALTER SYSTEM RESET hot_standby" >/dev/null
@@ -144,19 +147,19 @@ pitr_psql "SELECT pg_reload_conf()" >/dev/null
 echo "recovered and promoted: $(pitr_psql "SELECT 'timeline ' || timeline_id FROM pg_control_checkpoint()")"
 
 pitr_step "6/6 roles and grants (db-init), migrations to head, then the API"
-docker exec "$PG" pgstack-db-init || pitr_after db-init "make db-init"
+docker exec "$PG" pgstack-db-init || pitr_after db-init "$OPS db-init"
 if [[ -n $head && $(pitr_psql "SELECT version_num FROM alembic_version" pgstack || true) == "$head" ]]; then
 	echo "migrations: the recovered database is at the code's head ($head)"
 else
 	# --no-deps: after a long replay postgres's healthcheck is still red, and migrate depends on it.
-	"${COMPOSE[@]}" run --rm --no-deps --no-TTY migrate || pitr_after "the migrations" "make db-deploy"
+	"${COMPOSE[@]}" run --rm --no-deps --no-TTY migrate || pitr_after "the migrations" "$OPS db-deploy"
 fi
-docker exec "$API" python3 -c "$API_READY_WAIT" || pitr_after "the API's readiness" "make logs SERVICE=api"
+docker exec "$API" python3 -c "$API_READY_WAIT" || pitr_after "the API's readiness" "$OPS logs SERVICE=api"
 down_ms=$(($(date +%s%N) / 1000000 - down_since_ms))
 echo "the API was unavailable for $((down_ms / 1000)).$(((down_ms % 1000) / 100)) s"
 "${ONE_OFF[@]}" pitr-finish
 echo "a backup on the new timeline (no retention runs: nothing older is deleted):"
 if ! "${BACKUP_CLI[@]}" run --label post-pitr --no-retention; then
-	pitr_error "the recovery succeeded, but the backup after it failed: run 'make backup' once the cause is fixed"
+	pitr_error "the recovery succeeded, but the backup after it failed: run '$OPS backup' once the cause is fixed"
 fi
 echo "point-in-time recovery to $TARGET done"

@@ -18,6 +18,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from tests.deploy.outsider import Outsider
 from tests.deploy.target import Target
 from tests.stack.compose import IMAGE_TAG, REPO, build_images, compose_env
 
@@ -97,6 +98,16 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         yield host
     finally:
         host.destroy()
+
+
+@pytest.fixture(scope="module")
+def outsider(target: Target) -> Iterator[Outsider]:
+    """Another host on the target's network, to ask what the target exposes."""
+    host = Outsider.start(target.project, target.tls.ca)
+    try:
+        yield host
+    finally:
+        host.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -19,13 +20,16 @@ from pathlib import Path
 
 import httpx
 
+from tests.deploy.tls import Certificates, issue
 from tests.stack.compose import REPO, free_port
 
 ANSIBLE_DIR = REPO / "ansible"
 TARGET_COMPOSE = Path(__file__).parent / "target" / "compose.yml"
 BIN = Path(sys.executable).parent
-# The example vault's documented throwaway password (ansible/README.md, "Secrets").
+# The example vault's documented throwaway password (ansible/README.md, "Secrets"): the playbook
+# refuses its values, so each target gets a vault of its own from `make vault`'s script.
 EXAMPLE_VAULT_PASSWORD = "pgstack-example-vault"  # noqa: S105 (public on purpose)
+VAULT_SCRIPT = ANSIBLE_DIR / "scripts" / "vault.py"
 STACK_DIR = "/opt/pgstack"
 _RECAP = re.compile(
     r"^target\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
@@ -55,12 +59,21 @@ class Recap:
 
 @dataclass
 class Target:
-    """One target host: its compose project, SSH key, inventory and published ports."""
+    """One target host: its compose project, SSH key, inventory and published ports.
+
+    Clients reach the stack through the edge's HTTPS (port 443 on the target, on `https_port`
+    here), verified against a CA made for this target. `sshd_port` is the port sshd listens on
+    inside the target (22 like a fresh VM, or another to test a host that moved it).
+    """
 
     workdir: Path
     project: str = field(default_factory=lambda: f"pgstack-deploy-{os.getpid()}")
     ssh_port: int = field(default_factory=free_port)
-    http_port: int = field(default_factory=free_port)
+    https_port: int = field(default_factory=free_port)
+    sshd_port: int = 22
+    # The name other containers on the target's network know it by, and the loopback address the
+    # tests use: both are in the edge's certificate.
+    tls: Certificates = field(default_factory=lambda: issue(["target", "localhost"], ["127.0.0.1"]))
 
     @property
     def env(self) -> dict[str, str]:
@@ -69,13 +82,22 @@ class Target:
         env.update(
             PGSTACK_DEPLOY_PROJECT=self.project,
             PGSTACK_DEPLOY_SSH_PORT=str(self.ssh_port),
-            PGSTACK_DEPLOY_HTTP_PORT=str(self.http_port),
+            PGSTACK_DEPLOY_TARGET_SSH_PORT=str(self.sshd_port),
+            PGSTACK_DEPLOY_HTTPS_PORT=str(self.https_port),
         )
         return env
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"https://127.0.0.1:{self.https_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "ca.crt"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Verifies the edge against this target's CA only."""
+        return ssl.create_default_context(cafile=self.ca_file)
 
     @property
     def key(self) -> Path:
@@ -118,6 +140,12 @@ class Target:
             check=True,
         )
         self._wait_booted()
+        if self.sshd_port != 22:
+            self.sh(
+                f"echo 'Port {self.sshd_port}' >/etc/ssh/sshd_config.d/pgstack-test-port.conf"
+                " && systemctl restart ssh.service"
+            )
+        self.tls.write_ca(self.ca_file)
         pub = self.key.with_suffix(".pub").read_text()
         self.sh(
             "install -d -m 0700 -o debian -g debian ~debian/.ssh && "
@@ -148,14 +176,41 @@ class Target:
                 )
             time.sleep(1)
 
+    @property
+    def vault_password(self) -> Path:
+        return self.workdir / "vault-password"
+
     def _write_inventory(self) -> None:
-        """The example inventory's group_vars (and vault), with this target's connection details."""
+        """The example inventory's vars.yml, a new vault made by `make vault`'s script, and this
+        target's connection details."""
         inventory = self.inventory.parent
-        shutil.copytree(
-            ANSIBLE_DIR / "inventory" / "example" / "group_vars", inventory / "group_vars"
+        (inventory / "group_vars" / "pgstack").mkdir(parents=True)
+        shutil.copy(
+            ANSIBLE_DIR / "inventory" / "example" / "group_vars" / "pgstack" / "vars.yml",
+            inventory / "group_vars" / "pgstack" / "vars.yml",
         )
-        (self.workdir / "vault-password").write_text(EXAMPLE_VAULT_PASSWORD + "\n")
-        host = {
+        subprocess.run(
+            [sys.executable, str(VAULT_SCRIPT), "new", "--inventory", str(inventory),
+             "--password-file", str(self.vault_password)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        self.inventory.write_text(json.dumps({"pgstack": {"hosts": {"target": self._host()}}}))
+
+    def example_inventory(self) -> tuple[Path, Path]:
+        """This target in an inventory with the example's group_vars, its public vault included:
+        (hosts.yml, the vault's password file)."""
+        inventory = self.workdir / "example-inventory"
+        if not inventory.exists():
+            shutil.copytree(
+                ANSIBLE_DIR / "inventory" / "example" / "group_vars", inventory / "group_vars"
+            )
+            hosts = {"pgstack": {"hosts": {"target": self._host()}}}
+            (inventory / "hosts.yml").write_text(json.dumps(hosts))
+            (inventory / "vault-password").write_text(EXAMPLE_VAULT_PASSWORD + "\n")
+        return inventory / "hosts.yml", inventory / "vault-password"
+
+    def _host(self) -> dict[str, object]:
+        return {
             "ansible_host": "127.0.0.1",
             "ansible_port": self.ssh_port,
             "ansible_user": "debian",
@@ -165,10 +220,14 @@ class Target:
             "-o UserKnownHostsFile=/dev/null",
             # Measured on the CI machines: the inner dockerd needs this to start containers.
             "docker_service_environment": {"DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE": "1"},
-            # The control node reaches the target's published API port through the outer engine.
+            # The edge's certificate and key, made for this run (a real inventory keeps the key
+            # in the vault).
+            "edge_tls_certificate": self.tls.certificate,
+            "edge_tls_key": self.tls.key,
+            # The control node reaches the target's HTTPS port through the outer engine.
             "pgstack_check_url": self.base_url,
+            "pgstack_check_ca_path": str(self.ca_file),
         }
-        self.inventory.write_text(json.dumps({"pgstack": {"hosts": {"target": host}}}, indent=2))
 
     # ---- acting on the target --------------------------------------------------------------
 
@@ -207,8 +266,9 @@ class Target:
         lines = self.stack("ps", "--all", "--format", "json").stdout.splitlines()
         return {row["Service"]: row for row in map(json.loads, filter(None, lines))}
 
-    def playbook(self, name: str, *args: str, timeout: float = 900) -> Recap:
-        """Run ansible/<name> against this target over SSH; fail with the output if it fails."""
+    @property
+    def ansible_env(self) -> dict[str, str]:
+        """The environment `ansible-playbook` and `make deploy-*` run with against this target."""
         env = dict(os.environ)
         env.update(
             ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"),
@@ -217,15 +277,32 @@ class Target:
             ANSIBLE_FORCE_COLOR="0",
             PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         )
+        return env
+
+    def run_playbook(
+        self,
+        name: str,
+        *args: str,
+        inventory: Path | None = None,
+        vault_password: Path | None = None,
+        timeout: float = 900,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ansible/<name> against this target over SSH, whatever its outcome (logged)."""
         result = subprocess.run(
-            [str(BIN / "ansible-playbook"), "--inventory", str(self.inventory),
-             "--vault-password-file", str(self.workdir / "vault-password"),
+            [str(BIN / "ansible-playbook"), "--inventory", str(inventory or self.inventory),
+             "--vault-password-file", str(vault_password or self.vault_password),
              str(ANSIBLE_DIR / name), *args],
-            cwd=ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=timeout,
+            cwd=ANSIBLE_DIR, env=self.ansible_env, capture_output=True, text=True,
+            timeout=timeout,
         )  # fmt: skip
-        output = result.stdout + result.stderr
         with (self.workdir / "playbooks.log").open("a") as log:
-            log.write(output)
+            log.write(result.stdout + result.stderr)
+        return result
+
+    def playbook(self, name: str, *args: str, timeout: float = 900) -> Recap:
+        """Run ansible/<name> against this target over SSH; fail with the output if it fails."""
+        result = self.run_playbook(name, *args, timeout=timeout)
+        output = result.stdout + result.stderr
         match = _RECAP.search(result.stdout)
         if result.returncode != 0 or match is None:
             raise AssertionError(
@@ -236,7 +313,7 @@ class Target:
         return Recap(ok, changed, unreachable, failed, output)
 
     def http(self, timeout: float = 20) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, timeout=timeout)
+        return httpx.Client(base_url=self.base_url, timeout=timeout, verify=self.ssl_context())
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -250,7 +327,7 @@ class Target:
             except httpx.HTTPError as exc:
                 status = type(exc).__name__
             time.sleep(0.5)
-        raise AssertionError(f"/readyz through the published port: {status} after {timeout} s")
+        raise AssertionError(f"/readyz through the edge: {status} after {timeout} s")
 
 
 class Downtime:
@@ -259,10 +336,10 @@ class Downtime:
     Bounded by the block itself (and a hard limit), never by the server's answers.
     """
 
-    def __init__(self, url: str, limit_s: float = 900) -> None:
+    def __init__(self, url: str, verify: ssl.SSLContext, limit_s: float = 900) -> None:
         import threading
 
-        self.url, self.limit_s = url, limit_s
+        self.url, self.verify, self.limit_s = url, verify, limit_s
         self.gaps: list[float] = []
         self.polls = 0
         self._stop = threading.Event()
@@ -283,7 +360,7 @@ class Downtime:
     def _run(self) -> None:
         started = time.monotonic()
         down_since: float | None = None
-        with httpx.Client(timeout=1) as http:
+        with httpx.Client(timeout=1, verify=self.verify) as http:
             while not self._stop.is_set() and time.monotonic() - started < self.limit_s:
                 now = time.monotonic()
                 self.polls += 1

@@ -15,6 +15,7 @@ from datetime import datetime
 import pytest
 
 from tests.deploy.conftest import Release
+from tests.deploy.outsider import Outsider
 from tests.deploy.target import REPO, Downtime, Target
 
 # What the deploy tests measured last, for ansible/README.md's figures.
@@ -100,7 +101,7 @@ def test_every_service_is_healthy_and_migrations_finished(target: Target) -> Non
             assert (row["State"], row["Health"]) == ("running", "healthy"), row
 
 
-def test_readyz_answers_200_through_the_published_port(target: Target) -> None:
+def test_readyz_answers_200_through_the_edge(target: Target) -> None:
     with target.http() as http:
         assert http.get("/readyz").status_code == 200
 
@@ -126,15 +127,19 @@ def test_secrets_are_private_files_that_no_output_shows(target: Target) -> None:
         assert value not in output
 
 
-def test_only_ssh_and_the_api_port_are_open_and_no_database_port_is_published(
-    target: Target,
+def test_only_ssh_and_https_answer_another_host_and_no_database_port_is_published(
+    target: Target, outsider: Outsider
 ) -> None:
-    rules = target.sh("nft list table inet pgstack_firewall").stdout
-    assert "policy drop" in rules and "tcp dport { 22, 8000 } accept" in rules, rules
+    assert outsider.banner(22).startswith("SSH-2.0-")
+    assert outsider.https("/readyz").get("status") == 200
+    # The API's own port is published on loopback only; nothing publishes the database's ports.
+    for port in (8000, 5432, 6432):
+        assert not outsider.connects(port), f"port {port} answers another host"
     published = target.sh("docker ps --format '{{.Names}} {{.Ports}}'").stdout
     for line in published.splitlines():
         name, _, ports = line.partition(" ")
         assert ("-api-" in name) == bool(ports.strip()), line
+        assert not ports.strip() or ports.startswith("127.0.0.1:"), line
     assert "5432" not in published and "6432" not in published
 
 
@@ -178,7 +183,7 @@ def test_an_order_survives_a_release_with_migrations_before_the_new_api(
 ) -> None:
     order_id = _order(target)
     before = {name: row["ID"] for name, row in target.services().items()}
-    with Downtime(f"{target.base_url}/readyz") as downtime:
+    with Downtime(f"{target.base_url}/readyz", target.ssl_context()) as downtime:
         started = time.monotonic()
         recap = _deploy(target, releases[1])
         took = time.monotonic() - started
@@ -210,7 +215,7 @@ def test_an_api_only_release_replaces_only_the_api_and_keeps_the_data(
 ) -> None:
     order_id = _recorded_order()
     before = {name: row["ID"] for name, row in target.services().items()}
-    with Downtime(f"{target.base_url}/readyz") as downtime:
+    with Downtime(f"{target.base_url}/readyz", target.ssl_context()) as downtime:
         recap = _deploy(target, api_only_release)
         target.wait_ready()
     _record(

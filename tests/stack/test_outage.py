@@ -33,6 +33,26 @@ def _wait_for_status(http: httpx.Client, path: str, status: int, timeout: float)
     raise AssertionError(f"{path} still answers {last}, not {status}, after {timeout} s")
 
 
+def _metrics_once_ready_is_0(http: httpx.Client, timeout: float) -> str:
+    """/metrics once pgstack_ready reads 0, asking /readyz on new connections meanwhile.
+
+    The gauge is the value most recently written by any worker, each from its own readiness
+    check, and a worker writes it only when its answer changes: one worker's write of 1 can come
+    after another's 0 (CI saw 1 right after the first 503). That worker's next failed check
+    writes 0 again, and new connections reach every worker, so the gauge must read 0 within
+    seconds of the outage.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        metrics = http.get("/metrics").text
+        if "pgstack_ready 0.0" in metrics:
+            return metrics
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pgstack_ready is not 0 after {timeout} s of outage:\n{metrics}")
+        http.get("/readyz", headers={"Connection": "close"})
+        time.sleep(0.25)
+
+
 def _sample_sum(metrics: str, name: str) -> float:
     """The sum of a Prometheus metric's samples over all label sets."""
     return sum(
@@ -73,8 +93,7 @@ def test_an_outage_gives_503_with_retry_after_and_the_api_recovers_by_itself(
                     assert response.json()["error"]["code"] == "database_unavailable"
             live, _ = _timed(http, "GET", "/livez")
             assert live.status_code == 200
-            metrics = http.get("/metrics").text
-            assert "pgstack_ready 0.0" in metrics
+            metrics = _metrics_once_ready_is_0(http, timeout=10)
             assert _sample_sum(metrics, "pgstack_db_errors_total") > 0
         finally:
             stack.container(service).start()

@@ -1,0 +1,234 @@
+"""Secrets and operations on a deployed host: the example vault refused before anything changes,
+and the runbook's operations through the `pgstack` command on the host and `make deploy-*` from
+the control node (backup, list, restore of a dump and to a point in time, status, check).
+
+The tests run in file order on one target, like an operator's first weeks with a host.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.conftest import Release
+from tests.deploy.target import REPO, Target
+from tests.deploy.test_deploy import _deploy, _order, _order_total
+
+VENV = Path(sys.prefix)
+_state: dict[str, int] = {}
+
+
+def _refused_with_the_example_vault(target: Target, release: Release, *args: str) -> str:
+    inventory, password = target.example_inventory()
+    result = target.run_playbook(
+        "site.yml",
+        "--extra-vars", f"pgstack_images_archive={release.archive}",
+        "--extra-vars", f"pgstack_image_tag={release.tag}",
+        *args, inventory=inventory, vault_password=password, timeout=300,
+    )  # fmt: skip
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output[-3000:]
+    assert "Refusing to deploy public secrets" in output, output[-3000:]
+    assert "app_password" in output and "make vault INVENTORY=" in output
+    assert "ok=" in output and "changed=0" in output, "nothing may change before the refusal"
+    return output
+
+
+def _pgstack(target: Target, *args: str, user: str = "root", timeout: float = 600) -> str:
+    """`pgstack ARGS` on the target as `user`; fails with its output unless it exits 0."""
+    quoted = " ".join(f"'{arg}'" for arg in args)
+    result = target.sh(f"runuser -u {user} -- pgstack {quoted}", check=False, timeout=timeout)
+    assert result.returncode == 0, (
+        f"pgstack {quoted}: {result.returncode}\n{result.stdout}{result.stderr}"
+    )
+    return result.stdout
+
+
+def _make(target: Target, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """A make target of the repository from the control node against this target."""
+    return subprocess.run(
+        ["make", *args, f"INVENTORY={target.inventory}",
+         f"VAULT_PASSWORD_FILE={target.vault_password}", f"TEST_VENV={VENV}",
+         "-o", f"{VENV}/.installed"],
+        cwd=REPO, env=target.ansible_env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def _make_ok(target: Target, *args: str) -> subprocess.CompletedProcess[str]:
+    """`_make` that must succeed; fails with the end of its output otherwise."""
+    result = _make(target, *args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _assert_restored(
+    target: Target, *, kept: int, gone: int, dumps_before: list[str], safety: str
+) -> None:
+    """After a whole restore command: the API serves again, the order from before the backup or
+    target time is there, the one placed after it is not, and the safety dump the restore took
+    first (`safety`: pre-restore or pre-pitr) is still listed."""
+    new = set(_dumps(_pgstack(target, "backup-list"))) - set(dumps_before)
+    assert any(name.endswith(f"-{safety}") for name in new), (safety, new)
+    target.wait_ready()
+    assert _order_total(target, kept) == 600
+    with target.http() as http:
+        assert http.get(f"/api/orders/{gone}").status_code == 404
+
+
+def _dumps(listing: str) -> list[str]:
+    """The dump names in `pgstack backup-list`'s first section."""
+    logical = listing.split("physical backups", 1)[0].splitlines()[1:]
+    return [line.split()[0] for line in logical if line.startswith("  ")]
+
+
+def _started(target: Target, service: str) -> str:
+    return target.sh(
+        f"docker inspect --format '{{{{.State.StartedAt}}}}' pgstack-{service}-1"
+    ).stdout.strip()
+
+
+@pytest.mark.timeout(300)
+def test_the_example_vault_is_refused_on_a_fresh_host_before_anything_changes(
+    target: Target, releases: list[Release]
+) -> None:
+    _refused_with_the_example_vault(target, releases[0], "--check")
+    _refused_with_the_example_vault(target, releases[0])
+    for path in ("/opt/pgstack", "/etc/default/pgstack", "/usr/local/bin/pgstack"):
+        assert target.sh(f"test -e {path}", check=False).returncode != 0, path
+    assert target.sh("command -v docker", check=False).returncode != 0, "Docker was installed"
+
+
+@pytest.mark.timeout(900)
+def test_the_playbook_converges_with_a_vault_from_make_vault(
+    target: Target, releases: list[Release]
+) -> None:
+    recap = _deploy(target, releases[0])
+    assert recap.failed == 0 and recap.changed > 0
+    assert target.sh("stat --format '%a %U' /usr/local/bin/pgstack").stdout.split() == [
+        "755",
+        "root",
+    ]
+
+
+@pytest.mark.timeout(300)
+def test_the_example_vault_is_refused_on_a_deployed_host_and_the_secrets_stay(
+    target: Target, releases: list[Release]
+) -> None:
+    def state() -> tuple[str, str]:
+        secrets = target.sh("sha256sum /opt/pgstack/secrets/*").stdout
+        containers = target.sh("docker ps --all --quiet --no-trunc | sort").stdout
+        return secrets, containers
+
+    before = state()
+    _refused_with_the_example_vault(target, releases[0], "--check", "--diff")
+    _refused_with_the_example_vault(target, releases[0])
+    assert state() == before
+
+
+def test_pgstack_status_as_the_deploy_user_reports_services_readiness_and_backup(
+    target: Target,
+) -> None:
+    status = _pgstack(target, "status", user="pgstack")
+    for service in ("postgres", "pgbouncer", "api", "backup"):
+        assert any(
+            line.split()[:3] == [service, "running", "healthy"] for line in status.splitlines()
+        ), status
+    assert "migrate" in status and "readyz: 200" in status and "backup: " in status, status
+
+
+@pytest.mark.timeout(300)
+def test_pgstack_check_db_deploy_db_init_and_logs_work_on_the_host(target: Target) -> None:
+    check = _pgstack(target, "check")
+    assert "database check: OK" in check and "API path (PgBouncer)" in check, check
+    _pgstack(target, "db-deploy")  # at head already: applies nothing, exits 0
+    _pgstack(target, "db-init")
+    # Compose clears each line (ESC [2K) even when no terminal is attached.
+    shown = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", _pgstack(target, "logs", "api"))
+    logs = [line for line in shown.splitlines() if line.strip()]
+    assert logs and all(line.startswith("api-1") for line in logs), logs[:5]
+    target.wait_ready()
+
+
+def test_pgstack_refuses_a_user_who_may_not_use_docker(target: Target) -> None:
+    result = target.sh("runuser -u debian -- pgstack status", check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "run as root or as the deploy user" in result.stderr
+
+
+@pytest.mark.timeout(600)
+def test_pgstack_backup_then_backup_list_shows_it(target: Target) -> None:
+    before = _dumps(_pgstack(target, "backup-list"))
+    _state["order"] = _order(target)
+    _pgstack(target, "backup")
+    listing = _pgstack(target, "backup-list")
+    new = set(_dumps(listing)) - set(before)
+    assert len(new) == 1 and "verified" in listing, listing
+    assert "point-in-time recovery: any time between" in listing, listing
+
+
+@pytest.mark.timeout(600)
+def test_pgstack_restore_needs_confirm_then_brings_the_backup_back(target: Target) -> None:
+    order_id = _state.get("order") or pytest.fail("the backup test before this one failed")
+    later = _order(target)
+    refused = target.sh("pgstack restore BACKUP=latest", check=False)
+    assert refused.returncode == 4 and "CONFIRM=1" in refused.stderr, refused.stderr
+    assert _order_total(target, later) == 600, "an unconfirmed restore changed nothing"
+    before = _dumps(_pgstack(target, "backup-list"))
+    _pgstack(target, "restore", "BACKUP=latest", "CONFIRM=1")
+    _assert_restored(target, kept=order_id, gone=later, dumps_before=before, safety="pre-restore")
+
+
+@pytest.mark.timeout(300)
+def test_a_typo_in_target_time_is_refused_with_the_window_and_nothing_changes(
+    target: Target,
+) -> None:
+    started = _started(target, "postgres")
+    # 2025 for 2026: before the oldest backup.
+    result = target.sh(
+        "pgstack restore 'TARGET_TIME=2025-11-27 10:00:00+00:00' CONFIRM=1", check=False
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    assert "outside the recoverable window: you can restore to any time between" in output
+    assert _started(target, "postgres") == started, "postgres was touched"
+
+
+@pytest.mark.timeout(900)
+def test_pgstack_restore_to_a_point_in_time_brings_back_what_was_there(target: Target) -> None:
+    kept = _order(target)
+    time.sleep(2)
+    moment = target.sh("date -u '+%F %T+00:00'").stdout.strip()
+    time.sleep(2)
+    gone = _order(target)
+    before = _dumps(_pgstack(target, "backup-list"))
+    _pgstack(target, "restore", f"TARGET_TIME={moment}", "CONFIRM=1", timeout=900)
+    _assert_restored(target, kept=kept, gone=gone, dumps_before=before, safety="pre-pitr")
+
+
+@pytest.mark.timeout(900)
+def test_the_make_wrappers_back_up_list_and_restore_from_the_control_node(
+    target: Target,
+) -> None:
+    order_id = _order(target)
+    _make_ok(target, "deploy-backup")
+    listing = _make_ok(target, "deploy-backup-list")
+    assert "point-in-time recovery: any time between" in listing.stdout
+    later = _order(target)
+    refused = _make(target, "deploy-restore", "BACKUP=latest")
+    assert refused.returncode != 0 and "CONFIRM=1" in refused.stderr, refused.stderr
+    before = _dumps(_pgstack(target, "backup-list"))
+    _make_ok(target, "deploy-restore", "BACKUP=latest", "CONFIRM=1")
+    _assert_restored(target, kept=order_id, gone=later, dumps_before=before, safety="pre-restore")
+
+
+@pytest.mark.timeout(300)
+def test_make_deploy_status_and_deploy_check_report_the_stack(target: Target) -> None:
+    status = _make_ok(target, "deploy-status")
+    assert "readyz: 200" in status.stdout, status.stdout
+    check = _make_ok(target, "deploy-check")
+    assert "readyz: 200" in check.stdout and "failed=0" in check.stdout, check.stdout[-3000:]

@@ -1,0 +1,172 @@
+"""`make vault` on a fresh inventory, and the role's refusal of public secrets, on the control node.
+
+The role's variable checks run in a one-task playbook against a local-connection host: no target
+is needed to tell a usable vault from a public one (tests/deploy/test_ops.py refuses the example
+vault on a real target too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible.parsing.vault import VaultLib, VaultSecret
+
+from tests.deploy.target import ANSIBLE_DIR, BIN, EXAMPLE_VAULT_PASSWORD, REPO
+
+VENV = Path(sys.prefix)
+_CHECK_PLAY = """\
+- name: Check the stack's variables and secrets, as site.yml does before any role
+  hosts: pgstack
+  gather_facts: false
+  tasks:
+    - name: Run the pgstack role's variable checks
+      ansible.builtin.include_role:
+        name: pgstack
+        tasks_from: assert.yml
+"""
+
+
+def _secret_names() -> list[str]:
+    defaults = yaml.safe_load((ANSIBLE_DIR / "roles/pgstack/defaults/main.yml").read_text())
+    return [str(name) for name in defaults["pgstack_secret_names"]]
+
+
+def _example_values() -> list[str]:
+    """The example vault's values, decrypted with its published password (value by value)."""
+    vault = VaultLib([("default", VaultSecret(EXAMPLE_VAULT_PASSWORD.encode()))])
+    text = (ANSIBLE_DIR / "inventory/example/group_vars/pgstack/vault.yml").read_text()
+    blocks = text.split("!vault |")[1:]
+    values = [vault.decrypt("\n".join(row.strip() for row in b.splitlines() if row.startswith(" ")))
+              for b in blocks]  # fmt: skip
+    assert len(values) == len(_secret_names())
+    return [value.decode() for value in values]
+
+
+def _make_vault(inventory: Path, password_file: Path) -> subprocess.CompletedProcess[str]:
+    # The venv running these tests is the tools venv; -o: make must not reinstall it.
+    return subprocess.run(
+        ["make", "vault", f"INVENTORY={inventory}", f"VAULT_PASSWORD_FILE={password_file}",
+         f"TEST_VENV={VENV}", "-o", f"{VENV}/.installed"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def _role_checks(
+    tmp_path: Path, group_vars: Path, password_file: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """The role's assert.yml for a local host whose group_vars are `group_vars`."""
+    inventory = tmp_path / "checked"
+    inventory.mkdir(exist_ok=True)
+    if not (inventory / "group_vars").exists():
+        (inventory / "group_vars").symlink_to(group_vars)
+    host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    (inventory / "hosts.yml").write_text(json.dumps({"pgstack": {"hosts": {"control": host}}}))
+    play = tmp_path / "play" / "check.yml"
+    play.parent.mkdir(exist_ok=True)
+    play.write_text(_CHECK_PLAY)
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"),
+        ANSIBLE_ROLES_PATH=str(ANSIBLE_DIR / "roles"),
+        ANSIBLE_NOCOLOR="1",
+    )
+    return subprocess.run(
+        [str(BIN / "ansible-playbook"), "--inventory", str(inventory / "hosts.yml"),
+         "--vault-password-file", str(password_file), str(play),
+         "--extra-vars", "pgstack_images_archive=/unused.tar",
+         "--extra-vars", f"pgstack_source_dir={REPO}", *extra],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def made(tmp_path: Path) -> tuple[Path, Path]:
+    """A fresh inventory (the example's vars.yml, no vault) and `make vault` run into it."""
+    inventory = tmp_path / "inventory" / "prod"
+    (inventory / "group_vars" / "pgstack").mkdir(parents=True)
+    example = ANSIBLE_DIR / "inventory" / "example" / "group_vars" / "pgstack" / "vars.yml"
+    (inventory / "group_vars" / "pgstack" / "vars.yml").write_text(example.read_text())
+    password_file = tmp_path / "home" / "prod.vault-pass"
+    result = _make_vault(inventory, password_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return inventory, password_file
+
+
+def test_make_vault_writes_an_encrypted_vault_and_a_private_password_file(
+    made: tuple[Path, Path],
+) -> None:
+    inventory, password_file = made
+    vault_file = inventory / "group_vars" / "pgstack" / "vault.yml"
+    assert vault_file.read_text().startswith("$ANSIBLE_VAULT;1.1;AES256")
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    shown = subprocess.run(
+        [str(BIN / "ansible-vault"), "view", "--vault-password-file", str(password_file),
+         str(vault_file)],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    values = yaml.safe_load(shown)
+    assert sorted(values) == sorted(f"vault_pgstack_{name}" for name in _secret_names())
+    assert all(len(value) >= 40 for value in values.values())
+    assert len(set(values.values())) == len(values), "every secret is its own random value"
+
+
+def test_the_role_accepts_the_secrets_make_vault_made(
+    made: tuple[Path, Path], tmp_path: Path
+) -> None:
+    inventory, password_file = made
+    result = _role_checks(tmp_path, inventory / "group_vars", password_file)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+
+
+def test_make_vault_run_twice_refuses_to_overwrite_anything(made: tuple[Path, Path]) -> None:
+    inventory, password_file = made
+    vault_file = inventory / "group_vars" / "pgstack" / "vault.yml"
+    before = (vault_file.read_bytes(), password_file.read_bytes())
+    again = _make_vault(inventory, password_file)
+    assert again.returncode != 0 and "is not overwritten" in again.stderr, again.stderr
+    other_password = password_file.with_name("other.vault-pass")
+    again = _make_vault(inventory, other_password)
+    assert again.returncode != 0 and f"{vault_file} exists" in again.stderr, again.stderr
+    assert not other_password.exists()
+    assert (vault_file.read_bytes(), password_file.read_bytes()) == before
+
+
+def test_the_role_refuses_the_example_vault_naming_each_secret_not_its_value(
+    tmp_path: Path,
+) -> None:
+    password_file = tmp_path / "example-pass"
+    password_file.write_text(EXAMPLE_VAULT_PASSWORD + "\n")
+    result = _role_checks(
+        tmp_path, ANSIBLE_DIR / "inventory" / "example" / "group_vars", password_file
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Refusing to deploy public secrets" in output and "make vault" in output, output
+    assert "inventory/example/group_vars/pgstack/vault.yml" in output
+    assert all(name in output for name in _secret_names())
+    for value in _example_values():
+        assert value not in output, "a secret's value was printed"
+
+
+def test_the_role_refuses_a_secret_whose_value_is_text_in_the_repository(
+    made: tuple[Path, Path], tmp_path: Path
+) -> None:
+    inventory, password_file = made
+    # A value from a tracked file: long enough, not a placeholder, and public all the same.
+    planted = "unit tests, then the real stack"
+    assert planted in (REPO / "Makefile").read_text()
+    result = _role_checks(
+        tmp_path, inventory / "group_vars", password_file,
+        "--extra-vars", json.dumps({"vault_pgstack_ops_token": planted}),
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "ops_token (found in the repository's file Makefile)" in " ".join(output.split())
+    assert "app_password" not in output.split("Refusing", 1)[1].split("PLAY RECAP")[0]
