@@ -15,13 +15,14 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from tests.deploy.target import ANSIBLE_DIR, BIN, EXAMPLE_VAULT_PASSWORD, TARGET_COMPOSE, Recap
+from tests.deploy.target import ANSIBLE_DIR, BIN, TARGET_COMPOSE, VAULT_SCRIPT, Recap
 from tests.stack.compose import free_port
 
 CLUSTER_EXAMPLE = ANSIBLE_DIR / "inventory" / "cluster-example"
@@ -59,6 +60,10 @@ class Fleet:
     @property
     def inventory(self) -> Path:
         return self.workdir / "inventory" / "hosts.yml"
+
+    @property
+    def vault_password(self) -> Path:
+        return self.workdir / "vault-password"
 
     @property
     def compose_file(self) -> Path:
@@ -157,10 +162,19 @@ class Fleet:
             time.sleep(1)
 
     def _write_inventory(self) -> None:
-        """The cluster example's group_vars (and vault), with the fleet's hosts in their groups."""
+        """The cluster example's group_vars, a new vault made by `make vault`'s script (the
+        example's is public, and cluster.yml refuses it), and the fleet's hosts in their groups."""
         inventory = self.inventory.parent
-        shutil.copytree(CLUSTER_EXAMPLE / "group_vars", inventory / "group_vars")
-        (self.workdir / "vault-password").write_text(EXAMPLE_VAULT_PASSWORD + "\n")
+        shutil.copytree(
+            CLUSTER_EXAMPLE / "group_vars",
+            inventory / "group_vars",
+            ignore=shutil.ignore_patterns("vault.yml"),
+        )
+        subprocess.run(
+            [sys.executable, str(VAULT_SCRIPT), "new", "--inventory", str(inventory),
+             "--password-file", str(self.vault_password)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
         common = {
             "ansible_user": "debian",
             "ansible_ssh_private_key_file": str(self.key),
@@ -222,7 +236,7 @@ class Fleet:
         )
         result = subprocess.run(
             [str(BIN / "ansible-playbook"), "--inventory", str(self.inventory),
-             "--vault-password-file", str(self.workdir / "vault-password"),
+             "--vault-password-file", str(self.vault_password),
              str(ANSIBLE_DIR / name), *args],
             cwd=ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
