@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -21,7 +22,7 @@ import pytest
 import yaml
 from ansible.parsing.vault import VaultLib, VaultSecret
 
-from tests.deploy.target import ANSIBLE_DIR, BIN, EXAMPLE_VAULT_PASSWORD, REPO
+from tests.deploy.target import ANSIBLE_DIR, BIN, EXAMPLE_VAULT_PASSWORD, REPO, Target
 
 VENV = Path(sys.prefix)
 # Each layout's group (also its role) and its example inventory.
@@ -294,3 +295,27 @@ def test_the_cluster_role_refuses_the_cluster_example_vault_naming_each_secret_n
     assert all(name in output for name in _secret_names("pgstack_db"))
     for value in _example_values("pgstack_db"):
         assert value not in output, "a secret's value was printed"
+
+
+def test_cluster_yml_refuses_the_cluster_example_vault_before_a_fresh_host_is_touched(
+    target: Target,
+) -> None:
+    inventory, password = target.cluster_example_inventory()
+    for mode in (["--check"], []):
+        result = target.run_playbook(
+            "cluster.yml", "--extra-vars", "pgstack_db_images_archive=/unused.tar", *mode,
+            inventory=inventory, vault_password=password, timeout=300,
+        )  # fmt: skip
+        output = " ".join((result.stdout + result.stderr).split())
+        assert result.returncode != 0, output[-3000:]
+        assert "Refusing to deploy public secrets" in output, output[-3000:]
+        assert "cluster-example/group_vars/pgstack_db/vault.yml" in output
+        assert "make vault INVENTORY=" in output
+        recaps = re.findall(r"db\d : ok=\d+ changed=(\d+)", output)
+        assert recaps == ["0", "0", "0"], "nothing may change before the refusal"
+        for value in _example_values("pgstack_db"):
+            assert value not in output, "a secret's value was printed"
+    # Neither the docker role nor the cluster's own ran: no engine, no /opt/pgstack-db.
+    installed = target.sh("dpkg-query -W -f '${Status}' docker.io || true", check=False)
+    assert "install ok installed" not in installed.stdout
+    assert target.sh("test -e /opt/pgstack-db", check=False).returncode != 0
