@@ -289,7 +289,7 @@ ON_HOSTS = ANSIBLE_CONFIG="$(CURDIR)/ansible/ansible.cfg" "$(TEST_VENV)/bin/ansi
 	--become --module-name ansible.builtin.command $(ANSIBLE_ARGS) --args
 
 .PHONY: vault deploy deploy-check deploy-images
-vault: $(TEST_VENV)/.installed ## INVENTORY's vault: a random value per secret, encrypted; its password to VAULT_PASSWORD_DIR (never overwrites).
+vault: $(TEST_VENV)/.installed ## INVENTORY's vaults, one per layout it has: a random value per secret, encrypted; the password to VAULT_PASSWORD_DIR (never overwrites).
 	@"$(TEST_VENV)/bin/python" ansible/scripts/vault.py new --inventory "$(INVENTORY_DIR)" \
 		--password-file "$(or $(VAULT_PASSWORD_FILE),$(VAULT_PASSWORD_DEFAULT))"
 
