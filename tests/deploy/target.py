@@ -194,7 +194,20 @@ class Target:
              "--password-file", str(self.vault_password)],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
+        self._write_edge_tls(inventory, self.vault_password)
         self.inventory.write_text(json.dumps({"pgstack": {"hosts": {"target": self._host()}}}))
+
+    def _write_edge_tls(self, inventory: Path, vault_password: Path) -> None:
+        """The edge's certificate and key where ansible/README.md tells an operator to put them:
+        tls/server.crt, and the key encrypted with ansible-vault's encrypt_string."""
+        (inventory / "tls").mkdir(exist_ok=True)
+        (inventory / "tls" / "server.crt").write_text(self.tls.certificate)
+        encrypted = subprocess.run(
+            [str(Path(sys.executable).parent / "ansible-vault"), "encrypt_string",
+             "--vault-password-file", str(vault_password), "--stdin-name", "vault_edge_tls_key"],
+            input=self.tls.key, check=True, capture_output=True, text=True,
+        ).stdout  # fmt: skip
+        (inventory / "group_vars" / "pgstack" / "edge_tls_key.yml").write_text(encrypted)
 
     def example_inventory(self) -> tuple[Path, Path]:
         """This target in an inventory with the example's group_vars, its public vault included:
@@ -207,6 +220,7 @@ class Target:
             hosts = {"pgstack": {"hosts": {"target": self._host()}}}
             (inventory / "hosts.yml").write_text(json.dumps(hosts))
             (inventory / "vault-password").write_text(EXAMPLE_VAULT_PASSWORD + "\n")
+            self._write_edge_tls(inventory, inventory / "vault-password")
         return inventory / "hosts.yml", inventory / "vault-password"
 
     def cluster_example_inventory(self) -> tuple[Path, Path]:
@@ -237,10 +251,6 @@ class Target:
             "-o UserKnownHostsFile=/dev/null",
             # Measured on the CI machines: the inner dockerd needs this to start containers.
             "docker_service_environment": {"DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE": "1"},
-            # The edge's certificate and key, made for this run (a real inventory keeps the key
-            # in the vault).
-            "edge_tls_certificate": self.tls.certificate,
-            "edge_tls_key": self.tls.key,
             # The control node reaches the target's HTTPS port through the outer engine.
             "pgstack_check_url": self.base_url,
             "pgstack_check_ca_path": str(self.ca_file),
@@ -359,6 +369,8 @@ class Downtime:
         self.url, self.verify, self.limit_s = url, verify, limit_s
         self.gaps: list[float] = []
         self.polls = 0
+        # (seconds since the start, what a poll got) each time that changes: why a gap was long.
+        self.changes: list[tuple[float, str]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -382,9 +394,12 @@ class Downtime:
                 now = time.monotonic()
                 self.polls += 1
                 try:
-                    up = http.get(self.url).status_code == 200
-                except httpx.HTTPError:
-                    up = False
+                    outcome = str(http.get(self.url).status_code)
+                except httpx.HTTPError as error:
+                    outcome = type(error).__name__
+                up = outcome == "200"
+                if not self.changes or self.changes[-1][1] != outcome:
+                    self.changes.append((round(now - started, 1), outcome))
                 if not up and down_since is None:
                     down_since = now
                 elif up and down_since is not None:
