@@ -1,8 +1,12 @@
 """The real playbook against a fresh target host over SSH: converge, idempotence, health,
-data surviving a re-deploy and a restart of pgstack.service, backups on the target.
+data surviving a re-deploy and a restart of pgstack.service, backups on the target, and what the
+host exposes, seen from another host on its network, not read off the rules.
 
 The tests run in file order and build on each other (one target per module), like an operator's
-first deploy followed by a release.
+first deploy followed by a release. The target's sshd listens on 2222, not 22, so the firewall's
+"SSH stays open" is tested where it matters. Exposure is asked of an outsider container
+(tests/deploy/outsider): clients get HTTPS at the edge, the API's own port is on loopback, and
+the firewall filters the ports Docker publishes as well as the host's own.
 """
 
 from __future__ import annotations
@@ -10,17 +14,32 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
 
 from tests.deploy.conftest import Release
-from tests.deploy.outsider import Outsider
+from tests.deploy.outsider import LISTEN_PORT, Outsider
 from tests.deploy.target import REPO, Downtime, Target
 
 # What the deploy tests measured last, for ansible/README.md's figures.
 ARTIFACT = REPO / ".test-artifacts" / "deploy.json"
 _measured: dict[str, object] = {}
+
+SSHD_PORT = 2222
+API_PORT = 8000
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """A fresh target whose sshd listens on a port other than 22."""
+    host = Target(workdir=tmp_path_factory.mktemp("target"), sshd_port=SSHD_PORT)
+    try:
+        host.create()
+        yield host
+    finally:
+        host.destroy()
 
 
 def _recorded_order() -> int:
@@ -130,10 +149,12 @@ def test_secrets_are_private_files_that_no_output_shows(target: Target) -> None:
 def test_only_ssh_and_https_answer_another_host_and_no_database_port_is_published(
     target: Target, outsider: Outsider
 ) -> None:
-    assert outsider.banner(22).startswith("SSH-2.0-")
-    assert outsider.https("/readyz").get("status") == 200
-    # The API's own port is published on loopback only; nothing publishes the database's ports.
-    for port in (8000, 5432, 6432):
+    assert outsider.banner(SSHD_PORT).startswith("SSH-2.0-")
+    answer = outsider.https("/readyz")  # verified against the inventory's CA
+    assert (answer.get("status"), answer.get("body")) == (200, '{"status":"ready"}'), answer
+    # 22 is in no list (sshd moved); the API's own port is published on loopback only; nothing
+    # publishes the database's ports.
+    for port in (22, API_PORT, 5432, 6432, 80):
         assert not outsider.connects(port), f"port {port} answers another host"
     published = target.sh("docker ps --format '{{.Names}} {{.Ports}}'").stdout
     for line in published.splitlines():
@@ -266,3 +287,81 @@ def test_a_backup_taken_on_the_target_restores(target: Target) -> None:
             "the restore brings back the backup's data"
         )
     assert target.playbook("check.yml").failed == 0
+
+
+# ---- exposure: what another host reaches -----------------------------------------------------
+
+
+def _redeploy(target: Target, release: Release, **extra: object) -> None:
+    """The release already on the target (nothing to replace), with other variables."""
+    recap = _deploy(target, release, "--extra-vars", json.dumps(extra))
+    assert recap.failed == 0
+
+
+def _stack_reaches_the_outsider(target: Target, outsider: Outsider) -> bool:
+    """Whether the API container can open a connection out of the target (Docker's NAT)."""
+    # Double quotes only: target.stack() single-quotes each argument for the shell.
+    address = (outsider.address, LISTEN_PORT)
+    script = f"import socket; socket.create_connection({address!r}, 3).close()".replace("'", '"')
+    run = target.stack("exec", "--no-TTY", "api", "python", "-c", script, check=False)
+    return run.returncode == 0
+
+
+@pytest.mark.parametrize("action", ["restart", "reload"])
+def test_the_stack_keeps_its_network_when_nftables_is_restarted_or_reloaded(
+    target: Target, outsider: Outsider, action: str
+) -> None:
+    assert _stack_reaches_the_outsider(target, outsider), "no way out before the test"
+    target.sh(f"systemctl {action} nftables.service")
+    target.wait_ready(timeout=30)
+    assert outsider.https("/readyz").get("status") == 200
+    assert _stack_reaches_the_outsider(target, outsider), (
+        f"after `systemctl {action} nftables` the API container cannot reach another host: "
+        "Docker's NAT rules are gone"
+    )
+    # Our rules are back too: the API's port is still closed to another host.
+    assert not outsider.connects(API_PORT)
+    assert outsider.banner(SSHD_PORT).startswith("SSH-2.0-")
+
+
+@pytest.mark.timeout(600)
+def test_an_api_published_on_every_interface_is_closed_unless_the_firewall_allows_it(
+    target: Target, outsider: Outsider, api_only_release: Release
+) -> None:
+    _redeploy(target, api_only_release, pgstack_http_bind="0.0.0.0")
+    target.wait_ready()
+    # Published on every interface: the target itself reaches it through its own address...
+    own_address = target.sh("hostname --ip-address").stdout.split()[0]
+    target.sh(
+        f"python3 -c 'import urllib.request as u; u.urlopen(\"http://{own_address}:{API_PORT}/livez\")'"
+    )
+    # ...but the firewall drops it on the way from another host.
+    assert not outsider.connects(API_PORT)
+    assert outsider.https("/readyz").get("status") == 200
+
+
+@pytest.mark.timeout(600)
+def test_an_allowed_published_port_opens_to_another_host(
+    target: Target, outsider: Outsider, api_only_release: Release
+) -> None:
+    _redeploy(
+        target,
+        api_only_release,
+        pgstack_http_bind="0.0.0.0",
+        firewall_allowed_tcp_ports=[443, API_PORT],
+    )
+    assert outsider.http("/livez", API_PORT).get("status") == 200
+
+
+@pytest.mark.timeout(600)
+def test_a_trusted_network_reaches_a_published_port_that_is_not_allowed(
+    target: Target, outsider: Outsider, api_only_release: Release
+) -> None:
+    _redeploy(
+        target,
+        api_only_release,
+        pgstack_http_bind="0.0.0.0",
+        firewall_allowed_tcp_ports=[443],
+        firewall_trusted_networks=[f"{outsider.address}/32"],
+    )
+    assert outsider.http("/livez", API_PORT).get("status") == 200
