@@ -8,6 +8,7 @@ The tests run in file order on one target, like an operator's first weeks with a
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -100,6 +101,27 @@ def test_the_example_vault_is_refused_on_a_fresh_host_before_anything_changes(
     _refused_with_the_example_vault(target, releases[0])
     for path in ("/opt/pgstack", "/etc/default/pgstack", "/usr/local/bin/pgstack"):
         assert target.sh(f"test -e {path}", check=False).returncode != 0, path
+    assert target.sh("command -v docker", check=False).returncode != 0, "Docker was installed"
+
+
+@pytest.mark.timeout(300)
+def test_a_missing_edge_key_is_refused_on_a_fresh_host_before_anything_changes(
+    target: Target, releases: list[Release]
+) -> None:
+    # The operator's inventory with every secret from make vault, but the edge's key never added.
+    inventory = target.workdir / "no-edge-key"
+    shutil.copytree(target.inventory.parent, inventory)
+    (inventory / "group_vars" / "pgstack" / "edge_tls_key.yml").unlink()
+    result = target.run_playbook(
+        "site.yml",
+        "--extra-vars", f"pgstack_images_archive={releases[0].archive}",
+        "--extra-vars", f"pgstack_image_tag={releases[0].tag}",
+        inventory=inventory / target.inventory.name, timeout=300,
+    )  # fmt: skip
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output[-3000:]
+    assert "edge_tls_key" in output and "The edge: HTTPS and certificates" in output, output[-3000:]
+    assert "changed=0" in output, "nothing may change before the refusal"
     assert target.sh("command -v docker", check=False).returncode != 0, "Docker was installed"
 
 
