@@ -278,6 +278,8 @@ VAULT_PASSWORD_DEFAULT = $(VAULT_PASSWORD_DIR)/$(notdir $(INVENTORY_DIR)).vault-
 VAULT_PASSWORD = $(or $(VAULT_PASSWORD_FILE),$(wildcard $(VAULT_PASSWORD_DEFAULT)))
 # Images built here and shipped to the hosts as one `docker save` archive (no registry needed).
 DEPLOY_ARCHIVE ?= $(CURDIR)/ansible/.artifacts/pgstack-images-$(PGSTACK_IMAGE_TAG).tar
+# The cluster layout's images (etcd, Patroni), for inventories with group pgstack_db.
+DEPLOY_CLUSTER_ARCHIVE ?= $(CURDIR)/ansible/.artifacts/pgstack-cluster-images-$(PGSTACK_IMAGE_TAG).tar
 ANSIBLE_OPTS = --inventory "$(INVENTORY)" \
 	$(if $(VAULT_PASSWORD),--vault-password-file "$(VAULT_PASSWORD)",--ask-vault-pass)
 ANSIBLE_PLAYBOOK = ANSIBLE_CONFIG="$(CURDIR)/ansible/ansible.cfg" "$(TEST_VENV)/bin/ansible-playbook" $(ANSIBLE_OPTS)
@@ -287,17 +289,20 @@ ON_HOSTS = ANSIBLE_CONFIG="$(CURDIR)/ansible/ansible.cfg" "$(TEST_VENV)/bin/ansi
 	--become --module-name ansible.builtin.command $(ANSIBLE_ARGS) --args
 
 .PHONY: vault deploy deploy-check deploy-images
-vault: $(TEST_VENV)/.installed ## INVENTORY's vault: a random value per secret, encrypted; its password to VAULT_PASSWORD_DIR (never overwrites).
+vault: $(TEST_VENV)/.installed ## INVENTORY's vaults, one per layout it has: a random value per secret, encrypted; the password to VAULT_PASSWORD_DIR (never overwrites).
 	@"$(TEST_VENV)/bin/python" ansible/scripts/vault.py new --inventory "$(INVENTORY_DIR)" \
 		--password-file "$(or $(VAULT_PASSWORD_FILE),$(VAULT_PASSWORD_DEFAULT))"
 
-deploy-images: preflight base-image secrets ## Build the images and save them to DEPLOY_ARCHIVE for shipping.
+deploy-images: preflight base-image secrets ha-secrets ## Build the images and save them to DEPLOY_ARCHIVE (and the cluster's to DEPLOY_CLUSTER_ARCHIVE) for shipping.
 	@$(COMPOSE) build
 	@ansible/scripts/save-images.sh "$(DEPLOY_ARCHIVE)"
+	@$(HA_COMPOSE) build etcd1 patroni1
+	@ansible/scripts/save-images.sh "$(DEPLOY_CLUSTER_ARCHIVE)" "pgstack-etcd:$(PGSTACK_IMAGE_TAG)" "pgstack-patroni:$(PGSTACK_IMAGE_TAG)"
 
 deploy: deploy-images $(TEST_VENV)/.installed ## Deploy to INVENTORY's hosts with Ansible (image tag PGSTACK_IMAGE_TAG).
 	@$(ANSIBLE_PLAYBOOK) ansible/site.yml --extra-vars "pgstack_images_source=load" \
-		--extra-vars "pgstack_images_archive=$(DEPLOY_ARCHIVE)" --extra-vars "pgstack_image_tag=$(PGSTACK_IMAGE_TAG)" $(ANSIBLE_ARGS)
+		--extra-vars "pgstack_images_archive=$(DEPLOY_ARCHIVE)" --extra-vars "pgstack_image_tag=$(PGSTACK_IMAGE_TAG)" \
+		--extra-vars "pgstack_db_images_archive=$(DEPLOY_CLUSTER_ARCHIVE)" $(ANSIBLE_ARGS)
 
 deploy-check: $(TEST_VENV)/.installed ## On INVENTORY's hosts: every service healthy, /readyz through the edge's HTTPS, backup age.
 	@$(ANSIBLE_PLAYBOOK) ansible/check.yml $(ANSIBLE_ARGS)

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # save-images.sh -- write the stack's images to one `docker save` archive for `make deploy` to ship.
-# Usage: ansible/scripts/save-images.sh ARCHIVE      (run from the repository, after `docker compose build`)
-# The images are whatever the compose file names at PGSTACK_IMAGE_TAG. An archive whose images are
-# unchanged is kept as it is, so the playbook's copy (checksummed) and load are skipped.
+# Usage: ansible/scripts/save-images.sh ARCHIVE [IMAGE...]   (run from the repository, after the build)
+# The images are the ones named, or else whatever the compose file names at PGSTACK_IMAGE_TAG. An
+# archive whose images are unchanged is kept as it is, so the playbook's copy and load are skipped.
 set -Eeuo pipefail
 
-ARCHIVE=${1:?usage: save-images.sh ARCHIVE}
+ARCHIVE=${1:?usage: save-images.sh ARCHIVE [IMAGE...]}
+shift
 
 # images_ids: "<image> <id>" per image, the fingerprint the archive is kept or replaced by.
 images_ids() {
@@ -15,7 +16,11 @@ images_ids() {
 	done
 }
 
-mapfile -t IMAGES < <(docker compose config --images | sort -u)
+if (($# > 0)); then
+	IMAGES=("$@")
+else
+	mapfile -t IMAGES < <(docker compose config --images | sort -u)
+fi
 if ((${#IMAGES[@]} == 0)); then
 	echo "error: docker compose config --images listed no image; run this from the repository" >&2
 	exit 1

@@ -1,17 +1,19 @@
-"""An inventory's vault: make a new one, and tell secrets that are public from secrets that are not.
+"""An inventory's vaults: make new ones, and tell secrets that are public from secrets that are not.
 
     vault.py new --inventory ansible/inventory/prod --password-file ~/.config/pgstack/prod.pass
     vault.py public --source <repository> < secrets.json
 
-`new` (make vault) writes `group_vars/pgstack/vault.yml`, encrypted as a whole, with a strong
-random value for every name in the pgstack role's `pgstack_secret_names`, and the vault's
-password to a 0600 file that should live outside the repository. It never overwrites either
-file (a copy of the example's vault, which holds nothing of yours, excepted).
+`new` (make vault) writes a vault for each layout the inventory has -- a layout is there when its
+group's `group_vars/<group>/vars.yml` is (LAYOUTS: `pgstack`, the single VM; `pgstack_db`, the
+cluster) -- as `group_vars/<group>/vault.yml`, encrypted as a whole, with a strong random value
+for every name in that role's `<group>_secret_names`; and the vaults' one password to a 0600
+file that should live outside the repository. It never overwrites a vault or the password file
+(a copy of the example's vault, which holds nothing of yours, excepted).
 
-`public` (the pgstack role, on the control node, before it changes anything) reads the secrets to
-deploy as a JSON object on stdin and prints, as JSON, which of them are public: the example vault's
-values (its password is published) or text in any file of the repository. It prints names and
-places, never a value.
+`public` (the roles, on the control node, before they change anything) reads the secrets to
+deploy as a JSON object on stdin and prints, as JSON, which of them are public: a value of any
+layout's example vault (their password is published) or text in any file of the repository. It
+prints names and places, never a value.
 
 Runs with the Python that runs Ansible (it imports ansible's vault code).
 """
@@ -24,22 +26,51 @@ import os
 import secrets
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from ansible.parsing.vault import VaultLib, VaultSecret
 
 REPO = Path(__file__).resolve().parents[2]
-ROLE_DEFAULTS = REPO / "ansible" / "roles" / "pgstack" / "defaults" / "main.yml"
-VAULT_IN_INVENTORY = Path("group_vars") / "pgstack" / "vault.yml"
-# The example inventory's vault and its password, published in ansible/README.md: every value in
-# it is public.
-EXAMPLE_VAULT = Path("ansible") / "inventory" / "example" / VAULT_IN_INVENTORY
+# The example inventories' vaults share one password, published in ansible/README.md: every value
+# in them is public.
 EXAMPLE_VAULT_PASSWORD = "pgstack-example-vault"  # noqa: S105 (public on purpose)
-# Each inventory variable is vault_pgstack_<name>; group_vars/pgstack/vars.yml maps them into
-# pgstack_secrets (the example inventory shows how).
+# Each inventory variable is vault_pgstack_<name>, in both layouts; group_vars/<group>/vars.yml
+# maps them into <group>_secrets (the example inventories show how).
 VAR_PREFIX = "vault_pgstack_"
 EXIT_REFUSED = 3
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A layout: its inventory group (also the role that deploys it) and its example inventory."""
+
+    group: str
+    example: str
+
+    @property
+    def vars_file(self) -> Path:
+        """Relative to an inventory: the group's vars, which map the vault into the secrets."""
+        return Path("group_vars") / self.group / "vars.yml"
+
+    @property
+    def vault_file(self) -> Path:
+        return Path("group_vars") / self.group / "vault.yml"
+
+    @property
+    def example_inventory(self) -> Path:
+        """Relative to the repository."""
+        return Path("ansible") / "inventory" / self.example
+
+    def secret_names(self) -> list[str]:
+        defaults = REPO / "ansible" / "roles" / self.group / "defaults" / "main.yml"
+        return [
+            str(name) for name in yaml.safe_load(defaults.read_text())[f"{self.group}_secret_names"]
+        ]
+
+
+LAYOUTS = (Layout("pgstack", "example"), Layout("pgstack_db", "cluster-example"))
 
 
 def _vault(password: str) -> VaultLib:
@@ -62,11 +93,6 @@ def _load(text: str, vault: VaultLib) -> dict[str, str]:
     return {str(key): str(value) for key, value in (data or {}).items()}
 
 
-def _secret_names() -> list[str]:
-    defaults = yaml.safe_load(ROLE_DEFAULTS.read_text())
-    return [str(name) for name in defaults["pgstack_secret_names"]]
-
-
 def _refuse(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(EXIT_REFUSED)
@@ -75,16 +101,28 @@ def _refuse(message: str) -> None:
 # ---- new -----------------------------------------------------------------------------------
 
 
-def new(inventory: Path, password_file: Path) -> None:
-    """Write a fresh vault for the inventory and its password file; overwrite neither."""
-    vault_file = inventory / VAULT_IN_INVENTORY
-    example = REPO / EXAMPLE_VAULT
-    if vault_file.exists() and vault_file.read_bytes() != example.read_bytes():
+def _layouts(inventory: Path) -> list[Layout]:
+    """The layouts the inventory has: those whose group's vars.yml it holds."""
+    found = [layout for layout in LAYOUTS if (inventory / layout.vars_file).is_file()]
+    if not found:
+        wanted = " or ".join(f"{layout.vars_file} ({layout.group})" for layout in LAYOUTS)
         _refuse(
-            f"{vault_file} exists; it is not overwritten (your deploys' secrets may be in it). "
-            "To change one secret, see ansible/README.md 'Rotate a secret'; to start over, "
-            "move it away first."
+            f"{inventory} has no {wanted}, so there is no layout to make a vault for. Copy an "
+            "example inventory first (ansible/README.md, 'Layouts'), then run make vault again."
         )
+    return found
+
+
+def _refuse_to_overwrite(inventory: Path, layouts: list[Layout], password_file: Path) -> None:
+    for layout in layouts:
+        vault_file = inventory / layout.vault_file
+        example = REPO / layout.example_inventory / layout.vault_file
+        if vault_file.exists() and vault_file.read_bytes() != example.read_bytes():
+            _refuse(
+                f"{vault_file} exists; it is not overwritten (your deploys' secrets may be in "
+                "it). To change one secret, see ansible/README.md 'Rotate a secret'; to start "
+                "over, move it away first."
+            )
     if password_file.exists():
         _refuse(
             f"{password_file} exists; it is not overwritten (it may open another vault). "
@@ -96,28 +134,39 @@ def new(inventory: Path, password_file: Path) -> None:
         pass
     else:
         _refuse(f"{password_file} is inside the repository; keep the vault's password outside it")
+
+
+def new(inventory: Path, password_file: Path) -> None:
+    """Write a fresh vault for each of the inventory's layouts, and their one password file;
+    overwrite nothing (every file is checked before any is written)."""
+    layouts = _layouts(inventory)
+    _refuse_to_overwrite(inventory, layouts, password_file)
     password = secrets.token_urlsafe(32)
-    # 32 random bytes each, URL-safe (no quoting anywhere): 43 characters.
-    values = {f"{VAR_PREFIX}{name}": secrets.token_urlsafe(32) for name in _secret_names()}
-    plain = "---\n# Made by `make vault`; open with ansible-vault view.\n" + yaml.safe_dump(values)
-    encrypted = _vault(password).encrypt(plain).decode()
     password_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     # O_EXCL: never over a file that appeared meanwhile; 0600 from the start.
     with os.fdopen(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
         f.write(password + "\n")
-    vault_file.parent.mkdir(parents=True, exist_ok=True)
-    vault_file.write_text(encrypted)
-    print(f"wrote {vault_file}: {len(values)} secrets, encrypted ({', '.join(values)})")
+    for layout in layouts:
+        # 32 random bytes each, URL-safe (no quoting anywhere): 43 characters.
+        names = layout.secret_names()
+        values = {f"{VAR_PREFIX}{name}": secrets.token_urlsafe(32) for name in names}
+        plain = "---\n# Made by `make vault`; open with ansible-vault view.\n" + yaml.safe_dump(
+            values
+        )
+        vault_file = inventory / layout.vault_file
+        vault_file.write_text(_vault(password).encrypt(plain).decode())
+        print(f"wrote {vault_file}: {len(values)} secrets, encrypted ({', '.join(names)})")
+        mapping = (inventory / layout.vars_file).read_text()
+        if VAR_PREFIX not in mapping:
+            print(
+                f"note: {inventory / layout.vars_file} does not map the {VAR_PREFIX}* variables "
+                f"into {layout.group}_secrets yet; copy that mapping from "
+                f"{REPO / layout.example_inventory / layout.vars_file}."
+            )
     print(
         f"wrote {password_file} (0600): the vault's password. Keep it, and a copy off this machine"
     )
     print("(without it the vault, and backup_repo2_cipher_pass with it, cannot be read).")
-    mapping = inventory / "group_vars" / "pgstack" / "vars.yml"
-    if not mapping.is_file() or VAR_PREFIX not in mapping.read_text():
-        print(
-            f"note: {mapping} does not map the {VAR_PREFIX}* variables into pgstack_secrets yet; "
-            f"copy that mapping from {REPO / EXAMPLE_VAULT.parent / 'vars.yml'}."
-        )
 
 
 # ---- public --------------------------------------------------------------------------------
@@ -138,14 +187,21 @@ def _tracked(source: Path) -> list[Path]:
     return files
 
 
+def _published(source: Path) -> dict[str, Path]:
+    """Every value of every layout's example vault, and the vault it is in."""
+    published: dict[str, Path] = {}
+    for layout in LAYOUTS:
+        example = layout.example_inventory / layout.vault_file
+        if (source / example).is_file():
+            values = _load((source / example).read_text(), _vault(EXAMPLE_VAULT_PASSWORD))
+            published.update(dict.fromkeys(values.values(), example))
+    return published
+
+
 def public(source: Path, given: dict[str, str]) -> list[dict[str, str]]:
     """Which of the given secrets are public, and where they were found (never the value)."""
     found: list[dict[str, str]] = []
-    example = source / EXAMPLE_VAULT
-    published: dict[str, str] = {}
-    if example.is_file():
-        published = _load(example.read_text(), _vault(EXAMPLE_VAULT_PASSWORD))
-    example_values = set(published.values())
+    published = _published(source)
     texts = []
     for path in _tracked(source):
         try:
@@ -155,13 +211,9 @@ def public(source: Path, given: dict[str, str]) -> list[dict[str, str]]:
     for name, value in sorted(given.items()):
         if not value:
             continue  # the role's other check names empty secrets
-        if value in example_values:
-            found.append(
-                {
-                    "name": name,
-                    "where": f"the example vault {EXAMPLE_VAULT}, whose password is published",
-                }
-            )
+        if value in published:
+            where = f"the example vault {published[value]}, whose password is published"
+            found.append({"name": name, "where": where})
             continue
         hit = next((str(rel) for rel, text in texts if value in text), None)
         if hit is not None:

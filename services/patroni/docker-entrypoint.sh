@@ -76,6 +76,19 @@ patroni_render_config() {
 	chown -R postgres:postgres "$CONFIG_DIR"
 }
 
+# usage: patroni_host_config
+# The settings of the host a node runs on, when a deploy mounts them (ansible's pgstack_db role:
+# addresses, TLS files, its pg_hba.conf): each /etc/pgstack/patroni.d/NAME.yml becomes
+# 15-NAME.yml, loaded after patroni.yml (its values win) and before the secrets.
+patroni_host_config() {
+	local file
+	for file in /etc/pgstack/patroni.d/*.yml; do
+		[[ -f $file ]] || continue
+		install -o postgres -g postgres -m 0600 "$file" "$CONFIG_DIR/15-${file##*/}"
+	done
+	return 0
+}
+
 # usage: patroni_pitr_config
 # make ha-restore (services/backup/ha-pitr-restore.sh) leaves PITR_BOOTSTRAP here -- the target
 # time or "previous", and the timeline, one a line -- with the cluster gone from etcd and the
@@ -135,6 +148,7 @@ _main() {
 		patroni_require_identity
 		patroni_setup_dirs
 		patroni_render_config
+		patroni_host_config
 		pgbackrest_render_conf postgres
 		patroni_pitr_config
 		# A data path per node (PGDATA): the backup service mounts all three where they are.

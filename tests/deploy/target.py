@@ -223,6 +223,23 @@ class Target:
             self._write_edge_tls(inventory, inventory / "vault-password")
         return inventory / "hosts.yml", inventory / "vault-password"
 
+    def cluster_example_inventory(self) -> tuple[Path, Path]:
+        """This target as the three database hosts of the cluster example's inventory, its public
+        vault included: (hosts.yml, the vault's password file). Enough for what happens before
+        any role runs; a deploy needs three real hosts (tests/deploy/fleet.py)."""
+        inventory = self.workdir / "cluster-example-inventory"
+        if not inventory.exists():
+            shutil.copytree(
+                ANSIBLE_DIR / "inventory" / "cluster-example" / "group_vars",
+                inventory / "group_vars",
+            )
+            members = {
+                f"db{n}": {**self._host(), "pgstack_address": f"10.0.0.1{n}"} for n in (1, 2, 3)
+            }
+            (inventory / "hosts.yml").write_text(json.dumps({"pgstack_db": {"hosts": members}}))
+            (inventory / "vault-password").write_text(EXAMPLE_VAULT_PASSWORD + "\n")
+        return inventory / "hosts.yml", inventory / "vault-password"
+
     def _host(self) -> dict[str, object]:
         return {
             "ansible_host": "127.0.0.1",

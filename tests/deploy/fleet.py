@@ -1,0 +1,261 @@
+"""Several throwaway target hosts on one network: the multi-host layouts' stand-in for a few VMs.
+
+Each host is tests/deploy/target.py's target -- the same image and the same container settings,
+read from tests/deploy/target/compose.yml -- so each has systemd, sshd and its own Docker engine.
+They share one Docker network and are addressed by their IPs on it, as VMs on one private subnet
+are. The inventory puts the named hosts in their groups; a host in no group (an "outsider") is
+there to prove what a non-member cannot reach. Everything is named `pgstack-deploy-<pid>-fleet...`
+and removed by `destroy()`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tests.deploy.target import ANSIBLE_DIR, BIN, TARGET_COMPOSE, VAULT_SCRIPT, Recap
+from tests.stack.compose import free_port
+
+CLUSTER_EXAMPLE = ANSIBLE_DIR / "inventory" / "cluster-example"
+
+
+@dataclass
+class FleetHost:
+    """One host of the fleet: its name (service and inventory name), SSH port and address."""
+
+    name: str
+    container: str
+    ssh_port: int
+    address: str = ""
+
+
+@dataclass
+class Fleet:
+    """N target hosts on one network; `groups` maps an inventory group to its hosts' names."""
+
+    workdir: Path
+    groups: dict[str, list[str]]
+    outsiders: list[str] = field(default_factory=list)
+    project: str = field(default_factory=lambda: f"pgstack-deploy-{os.getpid()}-fleet")
+    hosts: dict[str, FleetHost] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        grouped = [name for members in self.groups.values() for name in members]
+        return list(dict.fromkeys([*grouped, *self.outsiders]))
+
+    @property
+    def key(self) -> Path:
+        return self.workdir / "id_ed25519"
+
+    @property
+    def inventory(self) -> Path:
+        return self.workdir / "inventory" / "hosts.yml"
+
+    @property
+    def vault_password(self) -> Path:
+        return self.workdir / "vault-password"
+
+    @property
+    def compose_file(self) -> Path:
+        return self.workdir / "fleet-compose.json"
+
+    def _compose(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ)
+        env.pop("COMPOSE_PROJECT_NAME", None)
+        return subprocess.run(
+            ["docker", "compose", "--project-name", self.project, "--file",
+             str(self.compose_file), *args],
+            env=env, capture_output=True, text=True, timeout=timeout, check=True,
+        )  # fmt: skip
+
+    # ---- life cycle ------------------------------------------------------------------------
+
+    def create(self) -> None:
+        """Write the fleet's compose file, boot every host, install a key, write the inventory."""
+        self._write_compose()
+        self._compose("build", "--quiet")
+        self._compose("up", "--detach")
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", self.project,
+             "-f", str(self.key)],
+            check=True,
+        )  # fmt: skip
+        pub = self.key.with_suffix(".pub").read_text()
+        for host in self.hosts.values():
+            self._wait_booted(host)
+            host.address = self._address(host)
+            self.sh(
+                host.name,
+                "install -d -m 0700 -o debian -g debian ~debian/.ssh && "
+                "install -m 0600 -o debian -g debian /dev/stdin ~debian/.ssh/authorized_keys",
+                input=pub,
+            )
+        self._write_inventory()
+
+    def destroy(self) -> None:
+        """Remove every host, their engines' volumes and the key; safe to call twice."""
+        if self.compose_file.exists():
+            env = dict(os.environ)
+            env.pop("COMPOSE_PROJECT_NAME", None)
+            subprocess.run(
+                ["docker", "compose", "--project-name", self.project, "--file",
+                 str(self.compose_file), "down", "--volumes", "--remove-orphans",
+                 "--timeout", "30"],
+                env=env, capture_output=True, text=True, timeout=600, check=False,
+            )  # fmt: skip
+        for path in (self.key, self.key.with_suffix(".pub")):
+            path.unlink(missing_ok=True)
+
+    def _write_compose(self) -> None:
+        """tests/deploy/target/compose.yml's target, once per host, on the project's network."""
+        target = yaml.safe_load(TARGET_COMPOSE.read_text())
+        template = target["services"]["target"]
+        template["build"]["context"] = str(TARGET_COMPOSE.parent)
+        template["build"]["args"]["BASE_IMAGE"] = os.environ.get("BASE_IMAGE", "debian:trixie-slim")
+        services, volumes = {}, {}
+        for n, name in enumerate(self.names):
+            service = copy.deepcopy(template)
+            if n > 0:
+                service.pop("build")  # one build; every host runs the same image
+            service["hostname"] = name
+            # SSH only, on loopback; the hosts reach each other on the network.
+            port = free_port()
+            service["ports"] = [f"127.0.0.1:{port}:22"]
+            service["volumes"] = [
+                f"{name}-docker:/var/lib/docker" if v.endswith(":/var/lib/docker") else v
+                for v in service["volumes"]
+            ]
+            services[name] = service
+            volumes[f"{name}-docker"] = {}
+            self.hosts[name] = FleetHost(name, f"{self.project}-{name}-1", port)
+        self.compose_file.write_text(
+            json.dumps({"services": services, "volumes": volumes}, indent=2)
+        )
+
+    def _address(self, host: FleetHost) -> str:
+        inspected = subprocess.run(
+            ["docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", host.container],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        networks = json.loads(inspected.stdout)
+        return str(networks[f"{self.project}_default"]["IPAddress"])
+
+    def _wait_booted(self, host: FleetHost, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.sh(host.name, "systemctl is-system-running --wait || true", check=False)
+            sshd = self.sh(host.name, "systemctl is-active ssh.service || true", check=False)
+            if state.stdout.strip() in {"running", "degraded"} and sshd.stdout.strip() == "active":
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{host.name} did not boot in {timeout} s: {state.stdout!r}")
+            time.sleep(1)
+
+    def _write_inventory(self) -> None:
+        """The cluster example's group_vars, a new vault made by `make vault`'s script (the
+        example's is public, and cluster.yml refuses it), and the fleet's hosts in their groups."""
+        inventory = self.inventory.parent
+        shutil.copytree(
+            CLUSTER_EXAMPLE / "group_vars",
+            inventory / "group_vars",
+            ignore=shutil.ignore_patterns("vault.yml"),
+        )
+        subprocess.run(
+            [sys.executable, str(VAULT_SCRIPT), "new", "--inventory", str(inventory),
+             "--password-file", str(self.vault_password)],
+            check=True, capture_output=True, text=True,
+        )  # fmt: skip
+        common = {
+            "ansible_user": "debian",
+            "ansible_ssh_private_key_file": str(self.key),
+            # New host keys per run, on loopback ports: nothing to verify them against.
+            "ansible_ssh_common_args": "-o StrictHostKeyChecking=no "
+            "-o UserKnownHostsFile=/dev/null",
+            # Measured on the CI machines: the inner dockerd needs this to start containers.
+            "docker_service_environment": {"DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE": "1"},
+        }
+        groups = {
+            group: {
+                "hosts": {
+                    name: {
+                        "ansible_host": "127.0.0.1",
+                        "ansible_port": self.hosts[name].ssh_port,
+                        # The address the other hosts reach this one at (the fleet's network).
+                        "pgstack_address": self.hosts[name].address,
+                    }
+                    for name in members
+                }
+            }
+            for group, members in self.groups.items()
+        }
+        self.inventory.write_text(
+            json.dumps({"all": {"vars": common, "children": groups}}, indent=2)
+        )
+
+    # ---- acting on the hosts ---------------------------------------------------------------
+
+    def sh(
+        self,
+        name: str,
+        script: str,
+        *,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 600,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a shell script as root on host `name` (through the outer engine, not SSH)."""
+        result = subprocess.run(
+            ["docker", "exec", "--interactive", self.hosts[name].container, "bash", "-c", script],
+            capture_output=True, text=True, timeout=timeout, input=input, check=False,
+        )  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"on {name}: {script}\nexit {result.returncode}\n{result.stdout}{result.stderr}"
+            )
+        return result
+
+    def playbook(self, name: str, *args: str, timeout: float = 1500) -> Recap:
+        """Run ansible/<name> against the fleet over SSH; the recap summed over every host."""
+        env = dict(os.environ)
+        env.update(
+            ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"),
+            ANSIBLE_LOCAL_TEMP=str(self.workdir / "ansible-tmp"),
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_FORCE_COLOR="0",
+            PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        )
+        result = subprocess.run(
+            [str(BIN / "ansible-playbook"), "--inventory", str(self.inventory),
+             "--vault-password-file", str(self.vault_password),
+             str(ANSIBLE_DIR / name), *args],
+            cwd=ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        output = result.stdout + result.stderr
+        with (self.workdir / "playbooks.log").open("a") as log:
+            log.write(output)
+        totals = [0, 0, 0, 0]
+        recaps = 0
+        for line in result.stdout.split("PLAY RECAP", 1)[-1].splitlines():
+            fields = dict(
+                part.split("=", 1) for part in line.partition(":")[2].split() if "=" in part
+            )
+            if "ok" in fields:
+                recaps += 1
+                for i, key in enumerate(("ok", "changed", "unreachable", "failed")):
+                    totals[i] += int(fields[key])
+        if result.returncode != 0 or recaps == 0:
+            raise AssertionError(
+                f"ansible-playbook {name} {' '.join(args)} failed ({result.returncode}):\n"
+                f"{output[-8000:]}"
+            )
+        return Recap(*totals, output=output)
