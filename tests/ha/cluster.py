@@ -75,7 +75,23 @@ class Cluster(Stack):
             if settled(members):
                 return members
             time.sleep(1)
-        raise AssertionError(f"{what} not reached after {timeout} s: {members}")
+        raise AssertionError(
+            f"{what} not reached after {timeout} s: {members}{self._unsettled_logs(members)}"
+        )
+
+    def _unsettled_logs(self, members: list[dict[str, Any]]) -> str:
+        """The last log lines of each member neither leading nor streaming: why it is stuck."""
+        tails = []
+        for member in members:
+            if member.get("State") in {"running", "streaming"}:
+                continue
+            try:
+                tail = self.container(str(member["Member"])).logs(tail=60)
+            except Exception as exc:  # a diagnostic only: the assertion it joins is what matters
+                tail = f"(no logs: {exc})".encode()
+            name, state = member["Member"], member.get("State")
+            tails.append(f"\n--- {name} ({state}):\n{tail.decode(errors='replace')}")
+        return "".join(tails)
 
     def node_psql(self, node: str, sql: str, database: str = "pgstack") -> str:
         """SQL on one node as the superuser, over its own socket (peer)."""
