@@ -1,8 +1,13 @@
-"""Fixtures for the deploy tests: release images, a fresh target host, and cleanup.
+"""Fixtures for the deploy tests: release images, the single-VM target host, and cleanup.
 
 The images are the stack's own (built once per session, like the stack tests'), tagged with this
 run's release tags and saved as `docker save` archives -- the way `make deploy` ships them. A
 missing Docker engine is an error, never a skip.
+
+One target host serves the single-VM modules, in an operator's order (SINGLE_VM_MODULES): the
+refusals while it is still fresh, the first deploy and releases, the runbook's operations, then a
+switch to images built on the host. A first converge costs minutes (Docker's packages, the image
+archive), so each module starting from a fresh host of its own cost a CI run a quarter hour.
 """
 
 from __future__ import annotations
@@ -22,11 +27,36 @@ from tests.deploy.outsider import Outsider
 from tests.deploy.target import Target
 from tests.stack.compose import IMAGE_TAG, REPO, build_images, compose_env
 
+HERE = Path(__file__).parent
+
+
+# The modules that share the `target` host, in the order they run on it: test_vault's last test
+# and test_deploy's first ones need a host nothing has touched yet, test_ops continues from
+# test_deploy's deployed host, and test_build_on_target replaces its images last.
+SINGLE_VM_MODULES = ("test_vault.py", "test_deploy.py", "test_ops.py", "test_build_on_target.py")
+SSHD_PORT = 2222
+API_PORT = 8000  # the role's pgstack_http_port
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/deploy/" in str(item.path):
             item.add_marker(pytest.mark.deploy)
+
+    # The shared host's modules, in SINGLE_VM_MODULES order, after the package's other tests, so
+    # that the host (package scope) is gone before the next package's tests start.
+    def shares_the_host(item: pytest.Item) -> bool:
+        return item.path.parent == HERE and item.path.name in SINGLE_VM_MODULES
+
+    shared = [item for item in items if shares_the_host(item)]
+    if not shared:
+        return
+    rest = [item for item in items if not shares_the_host(item)]
+    last = max((n for n, item in enumerate(rest) if HERE in item.path.parents), default=-1)
+    if last < 0:
+        last = next(n for n, item in enumerate(items) if shares_the_host(item)) - 1
+    shared.sort(key=lambda item: SINGLE_VM_MODULES.index(item.path.name))  # stable: file order
+    items[:] = rest[: last + 1] + shared + rest[last + 1 :]
 
 
 @dataclass(frozen=True)
@@ -89,10 +119,12 @@ def releases(deploy_workdir: Path) -> Iterator[list[Release]]:
                     client.images.remove(ref, force=True, noprune=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    """A fresh target host for each test module, removed with everything in it afterwards."""
-    host = Target(workdir=tmp_path_factory.mktemp("target"))
+    """The single-VM modules' host (SINGLE_VM_MODULES), removed with everything in it after
+    them. Its sshd listens on 2222, not 22, so the firewall's "SSH stays open" is tested where
+    it matters."""
+    host = Target(workdir=tmp_path_factory.mktemp("target"), sshd_port=SSHD_PORT)
     try:
         host.create()
         yield host

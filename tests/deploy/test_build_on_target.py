@@ -2,6 +2,8 @@
 
 The target has no registry either, so the base image travels as a `docker save` archive, and the
 CA bundle that lets pip through this machine's TLS-intercepting proxy travels with the sources.
+It runs last on the host the single-VM modules share (conftest.py): the deployed stack's loaded
+images are replaced by images the host builds, as when an operator switches a running host over.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""The real playbook against a fresh target host over SSH: converge, idempotence, health,
-data surviving a re-deploy and a restart of pgstack.service, backups on the target, and what the
-host exposes, seen from another host on its network, not read off the rules.
+"""The real playbook against a fresh target host over SSH: inventories refused before anything
+changes, converge, idempotence, health, data surviving a re-deploy and a restart of
+pgstack.service, backups on the target, and what the host exposes, seen from another host on its
+network, not read off the rules.
 
-The tests run in file order and build on each other (one target per module), like an operator's
-first deploy followed by a release. The target's sshd listens on 2222, not 22, so the firewall's
-"SSH stays open" is tested where it matters. Exposure is asked of an outsider container
+The tests run in file order and build on each other, like an operator's first deploy followed by
+a release, on the host the single-VM modules share (conftest.py). Its sshd listens on 2222, not
+22. Exposure is asked of an outsider container
 (tests/deploy/outsider): clients get HTTPS at the edge, the API's own port is on loopback, and
 the firewall filters the ports Docker publishes as well as the host's own.
 """
@@ -12,34 +13,20 @@ the firewall filters the ports Docker publishes as well as the host's own.
 from __future__ import annotations
 
 import json
+import shutil
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
 
-from tests.deploy.conftest import Release
+from tests.deploy.conftest import API_PORT, SSHD_PORT, Release
 from tests.deploy.outsider import LISTEN_PORT, Outsider
+from tests.deploy.steps import deploy, order, order_total, refused_with_the_example_vault
 from tests.deploy.target import REPO, Downtime, Target
 
 # What the deploy tests measured last, for ansible/README.md's figures.
 ARTIFACT = REPO / ".test-artifacts" / "deploy.json"
 _measured: dict[str, object] = {}
-
-SSHD_PORT = 2222
-API_PORT = 8000
-
-
-@pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    """A fresh target whose sshd listens on a port other than 22."""
-    host = Target(workdir=tmp_path_factory.mktemp("target"), sshd_port=SSHD_PORT)
-    try:
-        host.create()
-        yield host
-    finally:
-        host.destroy()
 
 
 def _recorded_order() -> int:
@@ -47,15 +34,6 @@ def _recorded_order() -> int:
     if "order_id" not in _measured:
         pytest.fail("no order was recorded: the release test before this one failed (see above)")
     return int(str(_measured["order_id"]))
-
-
-def _deploy(target: Target, release: Release, *args: str) -> object:
-    return target.playbook(
-        "site.yml",
-        "--extra-vars", f"pgstack_images_archive={release.archive}",
-        "--extra-vars", f"pgstack_image_tag={release.tag}",
-        *args,
-    )  # fmt: skip
 
 
 def _instant(stamp: str) -> datetime:
@@ -70,6 +48,44 @@ def _record(**figures: object) -> None:
     ARTIFACT.write_text(json.dumps(_measured, indent=2) + "\n")
 
 
+# ---- a fresh host: what is refused before anything changes ---------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_the_example_vault_is_refused_on_a_fresh_host_before_anything_changes(
+    target: Target, releases: list[Release]
+) -> None:
+    refused_with_the_example_vault(target, releases[0], "--check")
+    refused_with_the_example_vault(target, releases[0])
+    for path in ("/opt/pgstack", "/etc/default/pgstack", "/usr/local/bin/pgstack"):
+        assert target.sh(f"test -e {path}", check=False).returncode != 0, path
+    assert target.sh("command -v docker", check=False).returncode != 0, "Docker was installed"
+
+
+@pytest.mark.timeout(300)
+def test_a_missing_edge_key_is_refused_on_a_fresh_host_before_anything_changes(
+    target: Target, releases: list[Release]
+) -> None:
+    # The operator's inventory with every secret from make vault, but the edge's key never added.
+    inventory = target.workdir / "no-edge-key"
+    shutil.copytree(target.inventory.parent, inventory)
+    (inventory / "group_vars" / "pgstack" / "edge_tls_key.yml").unlink()
+    result = target.run_playbook(
+        "site.yml",
+        "--extra-vars", f"pgstack_images_archive={releases[0].archive}",
+        "--extra-vars", f"pgstack_image_tag={releases[0].tag}",
+        inventory=inventory / target.inventory.name, timeout=300,
+    )  # fmt: skip
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0, output[-3000:]
+    assert "edge_tls_key" in output and "The edge: HTTPS and certificates" in output, output[-3000:]
+    assert "changed=0" in output, "nothing may change before the refusal"
+    assert target.sh("command -v docker", check=False).returncode != 0, "Docker was installed"
+
+
+# ---- the first deploy ------------------------------------------------------------------------
+
+
 @pytest.mark.timeout(300)
 def test_check_mode_on_a_fresh_host_runs_and_changes_nothing(
     target: Target, releases: list[Release]
@@ -77,7 +93,7 @@ def test_check_mode_on_a_fresh_host_runs_and_changes_nothing(
     # Ansible's apt module answers check mode only with python3-apt (a real run installs it
     # itself); ansible/README.md lists it under Requirements.
     target.sh("apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-apt")
-    recap = _deploy(target, releases[0], "--check", "--diff")
+    recap = deploy(target, releases[0], "--check", "--diff")
     assert recap.failed == 0 and recap.changed > 0
     assert target.sh("command -v docker", check=False).returncode != 0, (
         "check mode installed Docker"
@@ -88,7 +104,7 @@ def test_check_mode_on_a_fresh_host_runs_and_changes_nothing(
 @pytest.mark.timeout(900)
 def test_the_playbook_converges_a_fresh_host(target: Target, releases: list[Release]) -> None:
     started = time.monotonic()
-    recap = _deploy(target, releases[0])
+    recap = deploy(target, releases[0])
     _record(first_converge_s=round(time.monotonic() - started, 1))
     assert recap.failed == 0 and recap.changed > 0
 
@@ -96,7 +112,7 @@ def test_the_playbook_converges_a_fresh_host(target: Target, releases: list[Rele
 @pytest.mark.timeout(300)
 def test_a_second_run_changes_nothing(target: Target, releases: list[Release]) -> None:
     started = time.monotonic()
-    recap = _deploy(target, releases[0])
+    recap = deploy(target, releases[0])
     _record(second_run_s=round(time.monotonic() - started, 1))
     assert recap.changed == 0, f"changed on the second run: {recap.changed_tasks()}"
 
@@ -105,7 +121,7 @@ def test_a_second_run_changes_nothing(target: Target, releases: list[Release]) -
 def test_check_mode_with_diff_runs_and_predicts_no_change(
     target: Target, releases: list[Release]
 ) -> None:
-    recap = _deploy(target, releases[0], "--check", "--diff")
+    recap = deploy(target, releases[0], "--check", "--diff")
     assert recap.changed == 0, f"check mode predicts changes: {recap.changed_tasks()}"
 
 
@@ -164,49 +180,15 @@ def test_only_ssh_and_https_answer_another_host_and_no_database_port_is_publishe
     assert "5432" not in published and "6432" not in published
 
 
-def _order(target: Target) -> int:
-    with target.http() as http:
-        user = http.post(
-            "/api/users", json={"email": f"{uuid.uuid4().hex}@example.test", "name": "Deploy"}
-        )
-        assert user.status_code == 201, user.text
-        product = http.post(
-            "/api/products",
-            json={
-                "sku": f"D-{uuid.uuid4().hex[:12]}",
-                "name": "Deploy item",
-                "price_cents": 300,
-                "stock": 4,
-            },
-        )
-        assert product.status_code == 201, product.text
-        order = http.post(
-            "/api/orders",
-            json={
-                "user_id": user.json()["id"],
-                "items": [{"product_id": product.json()["id"], "quantity": 2}],
-            },
-        )
-        assert order.status_code == 201, order.text
-        return int(order.json()["id"])
-
-
-def _order_total(target: Target, order_id: int) -> int:
-    with target.http() as http:
-        response = http.get(f"/api/orders/{order_id}")
-    assert response.status_code == 200, response.text
-    return int(response.json()["total_cents"])
-
-
 @pytest.mark.timeout(900)
 def test_an_order_survives_a_release_with_migrations_before_the_new_api(
     target: Target, releases: list[Release]
 ) -> None:
-    order_id = _order(target)
+    order_id = order(target)
     before = {name: row["ID"] for name, row in target.services().items()}
     with Downtime(f"{target.base_url}/readyz", target.ssl_context()) as downtime:
         started = time.monotonic()
-        recap = _deploy(target, releases[1])
+        recap = deploy(target, releases[1])
         took = time.monotonic() - started
         target.wait_ready()
     _record(
@@ -224,7 +206,7 @@ def test_an_order_survives_a_release_with_migrations_before_the_new_api(
     migrate, api = (c["State"] for c in inspected)
     assert migrate["ExitCode"] == 0
     assert _instant(migrate["FinishedAt"]) <= _instant(api["StartedAt"])
-    assert _order_total(target, order_id) == 600
+    assert order_total(target, order_id) == 600
     # Bounded: a release restarts every service, each waiting for its healthcheck.
     assert downtime.longest_s < 60, (downtime.gaps, downtime.changes)
     _measured["order_id"] = order_id
@@ -237,7 +219,7 @@ def test_an_api_only_release_replaces_only_the_api_and_keeps_the_data(
     order_id = _recorded_order()
     before = {name: row["ID"] for name, row in target.services().items()}
     with Downtime(f"{target.base_url}/readyz", target.ssl_context()) as downtime:
-        recap = _deploy(target, api_only_release)
+        recap = deploy(target, api_only_release)
         target.wait_ready()
     _record(
         api_release_unavailable_longest_s=round(downtime.longest_s, 2),
@@ -248,7 +230,7 @@ def test_an_api_only_release_replaces_only_the_api_and_keeps_the_data(
     replaced = {name for name in before if after[name]["ID"] != before[name]}
     # The data path stays up; the backup service (if any) follows migrate, which it depends on.
     assert {"api", "migrate"} <= replaced and not {"postgres", "pgbouncer"} & replaced, replaced
-    assert _order_total(target, order_id) == 600
+    assert order_total(target, order_id) == 600
     assert downtime.longest_s < 30, (downtime.gaps, downtime.changes)
 
 
@@ -261,7 +243,7 @@ def test_the_order_survives_a_restart_of_pgstack_service(target: Target) -> None
     _record(systemctl_restart_s=round(time.monotonic() - started, 1))
     assert target.sh("systemctl is-active pgstack.service").stdout.strip() == "active"
     assert target.sh("systemctl is-enabled pgstack.service").stdout.strip() == "enabled"
-    assert _order_total(target, order_id) == 600
+    assert order_total(target, order_id) == 600
 
 
 @pytest.mark.timeout(600)
@@ -274,14 +256,14 @@ def test_a_backup_taken_on_the_target_restores(target: Target) -> None:
     target.stack("exec", "--no-TTY", "backup", "pgstack-backup", "run", timeout=300)
     copies = target.sh("find /var/backups/pgstack -type f | wc -l").stdout.strip()
     assert int(copies) > 0, "the off-site copy reaches the operator's backup directory"
-    later = _order(target)
+    later = order(target)
     admin = ("run", "--rm", "--no-deps", "--no-TTY", "backup", "pgstack-backup")
     target.stack(*admin, "restore", "latest", "--yes", timeout=300)
     target.stack("run", "--rm", "--no-TTY", "migrate", timeout=300)
     target.stack("exec", "--no-TTY", "postgres", "pgstack-db-init")
     target.stack(*admin, "reopen")
     target.wait_ready()
-    assert _order_total(target, order_id) == 600
+    assert order_total(target, order_id) == 600
     with target.http() as http:
         assert http.get(f"/api/orders/{later}").status_code == 404, (
             "the restore brings back the backup's data"
@@ -294,7 +276,7 @@ def test_a_backup_taken_on_the_target_restores(target: Target) -> None:
 
 def _redeploy(target: Target, release: Release, **extra: object) -> None:
     """The release already on the target (nothing to replace), with other variables."""
-    recap = _deploy(target, release, "--extra-vars", json.dumps(extra))
+    recap = deploy(target, release, "--extra-vars", json.dumps(extra))
     assert recap.failed == 0
 
 

@@ -2,13 +2,14 @@
 and the runbook's operations through the `pgstack` command on the host and `make deploy-*` from
 the control node (backup, list, restore of a dump and to a point in time, status, check).
 
-The tests run in file order on one target, like an operator's first weeks with a host.
+The tests run in file order, like an operator's first weeks with a host, on the host the
+single-VM modules share (conftest.py): test_deploy's deployed host when the whole package runs,
+a fresh one when this module runs alone (the first test deploys either way).
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -16,28 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import Release
+from tests.deploy.conftest import API_PORT, Release
+from tests.deploy.outsider import Outsider
+from tests.deploy.steps import deploy, order, order_total, refused_with_the_example_vault
 from tests.deploy.target import REPO, Target
-from tests.deploy.test_deploy import _deploy, _order, _order_total
 
 VENV = Path(sys.prefix)
 _state: dict[str, int] = {}
-
-
-def _refused_with_the_example_vault(target: Target, release: Release, *args: str) -> str:
-    inventory, password = target.example_inventory()
-    result = target.run_playbook(
-        "site.yml",
-        "--extra-vars", f"pgstack_images_archive={release.archive}",
-        "--extra-vars", f"pgstack_image_tag={release.tag}",
-        *args, inventory=inventory, vault_password=password, timeout=300,
-    )  # fmt: skip
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode != 0, output[-3000:]
-    assert "Refusing to deploy public secrets" in output, output[-3000:]
-    assert "app_password" in output and "make vault INVENTORY=" in output
-    assert "ok=" in output and "changed=0" in output, "nothing may change before the refusal"
-    return output
 
 
 def _pgstack(target: Target, *args: str, user: str = "root", timeout: float = 600) -> str:
@@ -76,7 +62,7 @@ def _assert_restored(
     new = set(_dumps(_pgstack(target, "backup-list"))) - set(dumps_before)
     assert any(name.endswith(f"-{safety}") for name in new), (safety, new)
     target.wait_ready()
-    assert _order_total(target, kept) == 600
+    assert order_total(target, kept) == 600
     with target.http() as http:
         assert http.get(f"/api/orders/{gone}").status_code == 404
 
@@ -93,44 +79,19 @@ def _started(target: Target, service: str) -> str:
     ).stdout.strip()
 
 
-@pytest.mark.timeout(300)
-def test_the_example_vault_is_refused_on_a_fresh_host_before_anything_changes(
-    target: Target, releases: list[Release]
-) -> None:
-    _refused_with_the_example_vault(target, releases[0], "--check")
-    _refused_with_the_example_vault(target, releases[0])
-    for path in ("/opt/pgstack", "/etc/default/pgstack", "/usr/local/bin/pgstack"):
-        assert target.sh(f"test -e {path}", check=False).returncode != 0, path
-    assert target.sh("command -v docker", check=False).returncode != 0, "Docker was installed"
-
-
-@pytest.mark.timeout(300)
-def test_a_missing_edge_key_is_refused_on_a_fresh_host_before_anything_changes(
-    target: Target, releases: list[Release]
-) -> None:
-    # The operator's inventory with every secret from make vault, but the edge's key never added.
-    inventory = target.workdir / "no-edge-key"
-    shutil.copytree(target.inventory.parent, inventory)
-    (inventory / "group_vars" / "pgstack" / "edge_tls_key.yml").unlink()
-    result = target.run_playbook(
-        "site.yml",
-        "--extra-vars", f"pgstack_images_archive={releases[0].archive}",
-        "--extra-vars", f"pgstack_image_tag={releases[0].tag}",
-        inventory=inventory / target.inventory.name, timeout=300,
-    )  # fmt: skip
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode != 0, output[-3000:]
-    assert "edge_tls_key" in output and "The edge: HTTPS and certificates" in output, output[-3000:]
-    assert "changed=0" in output, "nothing may change before the refusal"
-    assert target.sh("command -v docker", check=False).returncode != 0, "Docker was installed"
-
-
 @pytest.mark.timeout(900)
-def test_the_playbook_converges_with_a_vault_from_make_vault(
-    target: Target, releases: list[Release]
+def test_a_deploy_with_the_inventorys_own_settings_takes_the_api_back_to_loopback(
+    target: Target, outsider: Outsider, releases: list[Release]
 ) -> None:
-    recap = _deploy(target, releases[0])
+    # After test_deploy the API is published on every interface to a trusted network (its
+    # exposure tests' extra vars); a fresh host gets its first deploy here.
+    recap = deploy(target, releases[1])
     assert recap.failed == 0 and recap.changed > 0
+    target.wait_ready()
+    ports = target.sh("docker ps --filter name=pgstack-api- --format '{{.Ports}}'").stdout.strip()
+    assert ports.startswith(f"127.0.0.1:{API_PORT}->"), ports
+    assert not outsider.connects(API_PORT)
+    assert outsider.https("/readyz").get("status") == 200
     assert target.sh("stat --format '%a %U' /usr/local/bin/pgstack").stdout.split() == [
         "755",
         "root",
@@ -147,8 +108,8 @@ def test_the_example_vault_is_refused_on_a_deployed_host_and_the_secrets_stay(
         return secrets, containers
 
     before = state()
-    _refused_with_the_example_vault(target, releases[0], "--check", "--diff")
-    _refused_with_the_example_vault(target, releases[0])
+    refused_with_the_example_vault(target, releases[0], "--check", "--diff")
+    refused_with_the_example_vault(target, releases[0])
     assert state() == before
 
 
@@ -185,7 +146,7 @@ def test_pgstack_refuses_a_user_who_may_not_use_docker(target: Target) -> None:
 @pytest.mark.timeout(600)
 def test_pgstack_backup_then_backup_list_shows_it(target: Target) -> None:
     before = _dumps(_pgstack(target, "backup-list"))
-    _state["order"] = _order(target)
+    _state["order"] = order(target)
     _pgstack(target, "backup")
     listing = _pgstack(target, "backup-list")
     new = set(_dumps(listing)) - set(before)
@@ -196,10 +157,10 @@ def test_pgstack_backup_then_backup_list_shows_it(target: Target) -> None:
 @pytest.mark.timeout(600)
 def test_pgstack_restore_needs_confirm_then_brings_the_backup_back(target: Target) -> None:
     order_id = _state.get("order") or pytest.fail("the backup test before this one failed")
-    later = _order(target)
+    later = order(target)
     refused = target.sh("pgstack restore BACKUP=latest", check=False)
     assert refused.returncode == 4 and "CONFIRM=1" in refused.stderr, refused.stderr
-    assert _order_total(target, later) == 600, "an unconfirmed restore changed nothing"
+    assert order_total(target, later) == 600, "an unconfirmed restore changed nothing"
     before = _dumps(_pgstack(target, "backup-list"))
     _pgstack(target, "restore", "BACKUP=latest", "CONFIRM=1")
     _assert_restored(target, kept=order_id, gone=later, dumps_before=before, safety="pre-restore")
@@ -222,11 +183,11 @@ def test_a_typo_in_target_time_is_refused_with_the_window_and_nothing_changes(
 
 @pytest.mark.timeout(900)
 def test_pgstack_restore_to_a_point_in_time_brings_back_what_was_there(target: Target) -> None:
-    kept = _order(target)
+    kept = order(target)
     time.sleep(2)
     moment = target.sh("date -u '+%F %T+00:00'").stdout.strip()
     time.sleep(2)
-    gone = _order(target)
+    gone = order(target)
     before = _dumps(_pgstack(target, "backup-list"))
     _pgstack(target, "restore", f"TARGET_TIME={moment}", "CONFIRM=1", timeout=900)
     _assert_restored(target, kept=kept, gone=gone, dumps_before=before, safety="pre-pitr")
@@ -236,11 +197,11 @@ def test_pgstack_restore_to_a_point_in_time_brings_back_what_was_there(target: T
 def test_the_make_wrappers_back_up_list_and_restore_from_the_control_node(
     target: Target,
 ) -> None:
-    order_id = _order(target)
+    order_id = order(target)
     _make_ok(target, "deploy-backup")
     listing = _make_ok(target, "deploy-backup-list")
     assert "point-in-time recovery: any time between" in listing.stdout
-    later = _order(target)
+    later = order(target)
     refused = _make(target, "deploy-restore", "BACKUP=latest")
     assert refused.returncode != 0 and "CONFIRM=1" in refused.stderr, refused.stderr
     before = _dumps(_pgstack(target, "backup-list"))

@@ -2,8 +2,10 @@
 for both layouts: the single VM (group pgstack) and the cluster (group pgstack_db).
 
 The role's variable checks run in a one-task playbook against local-connection hosts: no target
-is needed to tell a usable vault from a public one (tests/deploy/test_ops.py refuses the example
-vault on a real target too; the last test here refuses the cluster example's on a fresh one).
+is needed to tell a usable vault from a public one (test_deploy.py and test_ops.py refuse the
+example vault on a real target too). The last test here refuses the cluster example's on the
+single-VM modules' shared host while nothing has touched it yet (conftest.py runs this module
+first on it).
 """
 
 from __future__ import annotations
