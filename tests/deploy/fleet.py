@@ -267,7 +267,7 @@ class Fleet:
         script = (
             "docker ps --all --format '{{.Names}}\t{{.Status}}' 2>/dev/null | "
             "grep -E 'unhealthy|Restarting|Exited \\([1-9]' | while IFS=$'\\t' read -r c s; do "
-            f"echo \"--- $c ($s)\"; docker logs --tail {lines} \"$c\" 2>&1; done"
+            f'echo "--- $c ($s)"; docker logs --tail {lines} "$c" 2>&1; done'
         )
         report = []
         for host in self.names:
