@@ -43,20 +43,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "tests/deploy/" in str(item.path):
             item.add_marker(pytest.mark.deploy)
 
-    # The shared host's modules, in SINGLE_VM_MODULES order, after the package's other tests, so
-    # that the host (package scope) is gone before the next package's tests start.
+    # The shared host's modules, in SINGLE_VM_MODULES order, at the end of this package's tests,
+    # so that the host (package scope) is gone before the next package's tests start.
     def shares_the_host(item: pytest.Item) -> bool:
         return item.path.parent == HERE and item.path.name in SINGLE_VM_MODULES
 
-    shared = [item for item in items if shares_the_host(item)]
-    if not shared:
+    in_package = [n for n, item in enumerate(items) if HERE in item.path.parents]
+    if not in_package:
         return
-    rest = [item for item in items if not shares_the_host(item)]
-    last = max((n for n, item in enumerate(rest) if HERE in item.path.parents), default=-1)
-    if last < 0:
-        last = next(n for n, item in enumerate(items) if shares_the_host(item)) - 1
-    shared.sort(key=lambda item: SINGLE_VM_MODULES.index(item.path.name))  # stable: file order
-    items[:] = rest[: last + 1] + shared + rest[last + 1 :]
+    end = in_package[-1] + 1
+    shared = sorted(  # stable: file order within each module
+        (item for item in items[:end] if shares_the_host(item)),
+        key=lambda item: SINGLE_VM_MODULES.index(item.path.name),
+    )
+    items[:] = [item for item in items[:end] if not shares_the_host(item)] + shared + items[end:]
 
 
 @dataclass(frozen=True)

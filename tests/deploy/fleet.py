@@ -261,16 +261,16 @@ class Fleet:
         return Recap(*totals, output=output)
 
     def troubled_containers(self, lines: int = 40) -> str:
-        """Each host's containers that are unhealthy, restarting or exited non-zero, with their
-        last log lines: what a failed playbook's output does not show (compose says only
-        "container ... is unhealthy")."""
+        """Each group host's containers (outsiders run no engine) that are unhealthy, restarting
+        or exited non-zero, with their last log lines: what a failed playbook's output does not
+        show (compose says only "container ... is unhealthy")."""
         script = (
             "docker ps --all --format '{{.Names}}\t{{.Status}}' 2>/dev/null | "
             "grep -E 'unhealthy|Restarting|Exited \\([1-9]' | while IFS=$'\\t' read -r c s; do "
             f'echo "--- $c ($s)"; docker logs --tail {lines} "$c" 2>&1; done'
         )
         report = []
-        for host in self.names:
+        for host in dict.fromkeys(name for members in self.groups.values() for name in members):
             found = self.sh(host, script, check=False, timeout=60).stdout.strip()
             if found:
                 report.append(f"=== {host}\n{found}")

@@ -10,14 +10,17 @@ from tests.deploy.conftest import Release
 from tests.deploy.target import Recap, Target
 
 
-def deploy(target: Target, release: Release, *args: str) -> Recap:
-    """site.yml with `release`'s archive and tag, and any further ansible-playbook arguments."""
-    return target.playbook(
-        "site.yml",
+def release_vars(release: Release) -> list[str]:
+    """The ansible-playbook arguments that ship `release`: its archive and its tag."""
+    return [
         "--extra-vars", f"pgstack_images_archive={release.archive}",
         "--extra-vars", f"pgstack_image_tag={release.tag}",
-        *args,
-    )  # fmt: skip
+    ]  # fmt: skip
+
+
+def deploy(target: Target, release: Release, *args: str) -> Recap:
+    """site.yml with `release`, and any further ansible-playbook arguments."""
+    return target.playbook("site.yml", *release_vars(release), *args)
 
 
 def order(target: Target) -> int:
@@ -60,10 +63,8 @@ def refused_with_the_example_vault(target: Target, release: Release, *args: str)
     fix, with nothing changed. Returns the output, whitespace folded."""
     inventory, password = target.example_inventory()
     result = target.run_playbook(
-        "site.yml",
-        "--extra-vars", f"pgstack_images_archive={release.archive}",
-        "--extra-vars", f"pgstack_image_tag={release.tag}",
-        *args, inventory=inventory, vault_password=password, timeout=300,
+        "site.yml", *release_vars(release), *args,
+        inventory=inventory, vault_password=password, timeout=300,
     )  # fmt: skip
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0, output[-3000:]

@@ -21,7 +21,13 @@ import pytest
 
 from tests.deploy.conftest import API_PORT, SSHD_PORT, Release
 from tests.deploy.outsider import LISTEN_PORT, Outsider
-from tests.deploy.steps import deploy, order, order_total, refused_with_the_example_vault
+from tests.deploy.steps import (
+    deploy,
+    order,
+    order_total,
+    refused_with_the_example_vault,
+    release_vars,
+)
 from tests.deploy.target import REPO, Downtime, Target
 
 # What the deploy tests measured last, for ansible/README.md's figures.
@@ -72,10 +78,10 @@ def test_a_missing_edge_key_is_refused_on_a_fresh_host_before_anything_changes(
     (inventory / "group_vars" / "pgstack" / "edge_tls_key.yml").unlink()
     result = target.run_playbook(
         "site.yml",
-        "--extra-vars", f"pgstack_images_archive={releases[0].archive}",
-        "--extra-vars", f"pgstack_image_tag={releases[0].tag}",
-        inventory=inventory / target.inventory.name, timeout=300,
-    )  # fmt: skip
+        *release_vars(releases[0]),
+        inventory=inventory / target.inventory.name,
+        timeout=300,
+    )
     output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0, output[-3000:]
     assert "edge_tls_key" in output and "The edge: HTTPS and certificates" in output, output[-3000:]
