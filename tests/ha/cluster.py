@@ -13,6 +13,18 @@ from tests.stack.compose import REPO, Stack
 
 NODES = ("patroni1", "patroni2", "patroni3")
 PATRONICTL = ("patronictl", "--config-file", "/run/pgstack-patroni")
+# What a standby that is not yet consistent logs every second or so, from Patroni's heartbeat.
+_NOISE = (
+    "not yet accepting connections",
+    "Consistent recovery state has not been yet reached",
+    "establishing a new patroni heartbeat connection",
+    "Lock owner:",
+    "Still starting up as a standby",
+    "Retry got exception: connection problems",
+    "Failed to determine PostgreSQL state from the connection",
+    "rejecting connections",
+    "is starting up",
+)
 
 
 @dataclass
@@ -80,17 +92,28 @@ class Cluster(Stack):
         )
 
     def _unsettled_logs(self, members: list[dict[str, Any]]) -> str:
-        """The last log lines of each member neither leading nor streaming: why it is stuck."""
+        """Why each member neither leading nor streaming is stuck: its log without the lines a
+        starting standby repeats every second (Patroni's heartbeat and the refusals it gets),
+        which would push the startup process's and WAL receiver's lines out of any tail, and its
+        control file (the WAL position a rewound node must replay to before it is consistent)."""
         tails = []
         for member in members:
             if member.get("State") in {"running", "streaming"}:
                 continue
+            name = str(member["Member"])
             try:
-                tail = self.container(str(member["Member"])).logs(tail=60)
+                text = self.container(name).logs(tail=3000).decode(errors="replace")
+                lines = [line for line in text.splitlines() if not any(n in line for n in _NOISE)]
+                control = self.exec(name, "pg_controldata", user="postgres")[1]
+                wanted = ("TimeLineID", "REDO location", "Minimum recovery", "cluster state")
+                control = "\n".join(c for c in control.splitlines() if any(w in c for w in wanted))
             except Exception as exc:  # a diagnostic only: the assertion it joins is what matters
-                tail = f"(no logs: {exc})".encode()
-            name, state = member["Member"], member.get("State")
-            tails.append(f"\n--- {name} ({state}):\n{tail.decode(errors='replace')}")
+                lines, control = [f"(no logs: {exc})"], ""
+            state, log = member.get("State"), "\n".join(lines[-80:])
+            tails.append(
+                f"\n--- {name} ({state}), its last 80 log lines without heartbeat noise:\n{log}"
+                f"\n--- {name} pg_controldata:\n{control}"
+            )
         return "".join(tails)
 
     def node_psql(self, node: str, sql: str, database: str = "pgstack") -> str:
