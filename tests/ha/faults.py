@@ -95,6 +95,31 @@ def assert_ledger_holds(cluster: Cluster, ledger: Ledger, leader: str, api_start
     assert api.attrs["State"]["Status"] == "running"
 
 
+def lsn(text: str) -> int:
+    """A WAL position as PostgreSQL prints it (0/9000028), as a number."""
+    high, low = text.split("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+def quiet_after_a_segment_switch(cluster: Cluster, leader: str, quiet_s: float = 17.0) -> str:
+    """Leave `leader` as archive_timeout leaves a cluster that has just gone quiet: its WAL
+    switched to a new segment and nothing written since, so its insert position (the new
+    segment's first record place) lies past its last record. Waits out `quiet_s` without a write
+    (the background writer logs a standby snapshot within 15 s of activity, and anything else
+    may write too), switching again until one passes; returns the insert position. Whether a
+    node rewound from it then waits depends on what else writes before the leader's next timed
+    checkpoint (autovacuum may, or nothing); pgstack-rewind's record makes it not matter."""
+    where = "SELECT pg_current_wal_insert_lsn()"
+    deadline = time.monotonic() + 10 * quiet_s
+    while time.monotonic() < deadline:
+        cluster.node_psql(leader, "SELECT pg_switch_wal()", "postgres")
+        switched = cluster.node_psql(leader, where, "postgres")
+        time.sleep(quiet_s)
+        if cluster.node_psql(leader, where, "postgres") == switched:
+            return switched
+    raise AssertionError(f"{leader} kept writing WAL: no quiet {quiet_s} s after a switch")
+
+
 def patroni_log(cluster: Cluster, service: str, since: float) -> str:
     return cluster.container(service).logs(since=int(since) - 1).decode(errors="replace")
 

@@ -11,6 +11,7 @@ bench/failover.py's (make bench-ha)."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 
@@ -170,6 +171,9 @@ def test_a_partitioned_leader_demotes_itself_and_rejoins_rewound_on_the_new_time
     ledger.stop()
     faults.assert_ledger_holds(cluster, ledger, new, api_started)
 
+    # The hardest moment to rejoin at: the new leader quiet right after a segment switch, so
+    # the recovery point pg_rewind sets lies past its last WAL record (pgstack-rewind's reason).
+    idle_at = faults.quiet_after_a_segment_switch(cluster, new)
     faults.reconnect(cluster, old)
     members = faults.wait_healthy(cluster)
     new_tl = faults.timeline(members, new)
@@ -179,6 +183,11 @@ def test_a_partitioned_leader_demotes_itself_and_rejoins_rewound_on_the_new_time
     # timeline, and neither the marker nor an unacknowledged order survived.
     log = faults.patroni_log(cluster, old, since=cut)
     assert "running pg_rewind from" in log, log[-3000:]
+    # pg_rewind's recovery point was the quiet leader's insert position (idle_at) or later; the
+    # record pgstack-rewind wrote on it right after the rewind ends past that point.
+    wrote = re.search(r"pgstack-rewind: wrote a WAL record on the source at (\S+)", log)
+    assert wrote, log[-3000:]
+    assert faults.lsn(wrote[1]) > faults.lsn(idle_at), (wrote[1], idle_at)
     # A standby's control file moves to a timeline at its first restartpoint there: a
     # checkpoint on the leader, replayed, then one on the old leader.
     deadline, tli, control = time.monotonic() + 60, 0, ""
