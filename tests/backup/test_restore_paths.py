@@ -138,7 +138,10 @@ def test_passwords_never_reach_statistics_logs_or_the_data_files(bstack: BackupS
         assert secret not in statements, f"{name} in pg_stat_statements"
         assert secret not in logs, f"{name} in the server log"
         # Every file of the cluster -- what a physical backup copies -- statistics included.
-        code, out = bstack.exec("postgres", "grep", "-rlF", secret, "/var/lib/postgresql/data")
+        # -e: a generated secret may begin with "-", which grep would read as options.
+        code, out = bstack.exec(
+            "postgres", "grep", "-rlF", "-e", secret, "/var/lib/postgresql/data"
+        )
         assert code == 1 and not out.strip(), f"{name} in {out}"
     assert "SCRAM-SHA-256$" in bstack.psql(
         "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'"
