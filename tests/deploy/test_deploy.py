@@ -48,6 +48,11 @@ def _instant(stamp: str) -> datetime:
     return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00")
 
 
+def _shipped_archive(target: Target) -> str:
+    """When the host's copy of the image archive was last written (role ship_images)."""
+    return target.sh("stat --format %y /opt/pgstack/images/pgstack-images.tar").stdout.strip()
+
+
 def _record(**figures: object) -> None:
     _measured.update(figures)
     ARTIFACT.parent.mkdir(exist_ok=True)
@@ -192,6 +197,7 @@ def test_an_order_survives_a_release_with_migrations_before_the_new_api(
 ) -> None:
     order_id = order(target)
     before = {name: row["ID"] for name, row in target.services().items()}
+    shipped = _shipped_archive(target)
     with Downtime(f"{target.base_url}/readyz", target.ssl_context()) as downtime:
         started = time.monotonic()
         recap = deploy(target, releases[1])
@@ -207,6 +213,8 @@ def test_an_order_survives_a_release_with_migrations_before_the_new_api(
     after = target.services()
     assert all(after[name]["ID"] != before[name] for name in before), "every container is replaced"
     assert all(str(row["Image"]).endswith(f":{releases[1].tag}") for row in after.values())
+    # The same build under a new tag: the host had every image, so only tags, no archive copy.
+    assert _shipped_archive(target) == shipped
     # The API's new container started only after the migrations had finished.
     inspected = json.loads(target.sh("docker inspect pgstack-migrate-1 pgstack-api-1").stdout)
     migrate, api = (c["State"] for c in inspected)
@@ -224,6 +232,7 @@ def test_an_api_only_release_replaces_only_the_api_and_keeps_the_data(
 ) -> None:
     order_id = _recorded_order()
     before = {name: row["ID"] for name, row in target.services().items()}
+    shipped = _shipped_archive(target)
     with Downtime(f"{target.base_url}/readyz", target.ssl_context()) as downtime:
         recap = deploy(target, api_only_release)
         target.wait_ready()
@@ -236,6 +245,8 @@ def test_an_api_only_release_replaces_only_the_api_and_keeps_the_data(
     replaced = {name for name in before if after[name]["ID"] != before[name]}
     # The data path stays up; the backup service (if any) follows migrate, which it depends on.
     assert {"api", "migrate"} <= replaced and not {"postgres", "pgbouncer"} & replaced, replaced
+    # A rebuilt API image is one the host lacks: this time the archive was copied and loaded.
+    assert _shipped_archive(target) != shipped
     assert order_total(target, order_id) == 600
     assert downtime.longest_s < 30, (downtime.gaps, downtime.changes)
 
