@@ -348,15 +348,18 @@ test-unit: $(TEST_VENV)/.installed ## Unit tests only (no Docker).
 # Every Python package: each service's with its own pyproject (ruff and mypy config), then the
 # repository's tests and benchmarks with the root one.
 PYTHON_PACKAGES := services/api services/backup
+# Python programs the Patroni image installs without a .py name: ruff and mypy take them by path.
+PATRONI_SCRIPTS = services/patroni/pgstack-leader-guard services/patroni/pgstack-rewind
+
 lint: $(TEST_VENV)/.installed ## ruff, mypy (strict), hadolint and shellcheck on every package and script.
 	@"$(TEST_VENV)/bin/pytest" -q tests/unit/test_static.py
 	@for pkg in $(PYTHON_PACKAGES); do \
 		(cd "$$pkg" && "$(TEST_VENV)/bin/ruff" check . && "$(TEST_VENV)/bin/ruff" format --check . \
 			&& "$(TEST_VENV)/bin/mypy") || exit 1; \
 	done
-	@"$(TEST_VENV)/bin/ruff" check tests bench scripts ansible/scripts
-	@"$(TEST_VENV)/bin/ruff" format --check tests bench scripts ansible/scripts
-	@"$(TEST_VENV)/bin/mypy" --strict scripts/cluster.py
+	@"$(TEST_VENV)/bin/ruff" check tests bench scripts ansible/scripts $(PATRONI_SCRIPTS)
+	@"$(TEST_VENV)/bin/ruff" format --check tests bench scripts ansible/scripts $(PATRONI_SCRIPTS)
+	@"$(TEST_VENV)/bin/mypy" --strict --scripts-are-modules scripts/cluster.py $(PATRONI_SCRIPTS)
 
 bench: preflight base-image secrets $(TEST_VENV)/.installed ## Benchmarks: docs/benchmarks.json, .png and the figures in docs/benchmarks.md.
 	@"$(TEST_VENV)/bin/python" -m bench
