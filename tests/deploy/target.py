@@ -7,6 +7,7 @@ python3 and sudo, and room for its own Docker engine. Everything it makes is nam
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -26,10 +27,22 @@ from tests.stack.compose import REPO, free_port
 ANSIBLE_DIR = REPO / "ansible"
 TARGET_COMPOSE = Path(__file__).parent / "target" / "compose.yml"
 BIN = Path(sys.executable).parent
-# The example vault's documented throwaway password (ansible/README.md, "Secrets"): the playbook
-# refuses its values, so each target gets a vault of its own from `make vault`'s script.
-EXAMPLE_VAULT_PASSWORD = "pgstack-example-vault"  # noqa: S105 (public on purpose)
 VAULT_SCRIPT = ANSIBLE_DIR / "scripts" / "vault.py"
+
+
+def _example_vault_password() -> str:
+    """The example vault's published password, from `make vault`'s script, the one place it is
+    spelled (loaded by path: the directory `ansible` is not the package `ansible`)."""
+    spec = importlib.util.spec_from_file_location("pgstack_vault_script", VAULT_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return str(module.EXAMPLE_VAULT_PASSWORD)
+
+
+# The playbook refuses the example vault's values, so each target gets a vault of its own.
+EXAMPLE_VAULT_PASSWORD = _example_vault_password()
 STACK_DIR = "/opt/pgstack"
 _RECAP = re.compile(
     r"^target\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M
