@@ -340,27 +340,15 @@ def test_an_api_published_on_every_interface_is_closed_unless_the_firewall_allow
 
 
 @pytest.mark.timeout(600)
-def test_an_allowed_published_port_opens_to_another_host(
-    target: Target, outsider: Outsider, api_only_release: Release
+@pytest.mark.parametrize("opened_by", ["its port allowed", "the client's network trusted"])
+def test_a_published_port_opens_to_another_host_when_the_firewall_lets_it(
+    target: Target, outsider: Outsider, api_only_release: Release, opened_by: str
 ) -> None:
-    _redeploy(
-        target,
-        api_only_release,
-        pgstack_http_bind="0.0.0.0",
-        firewall_allowed_tcp_ports=[443, API_PORT],
-    )
-    assert outsider.http("/livez", API_PORT).get("status") == 200
-
-
-@pytest.mark.timeout(600)
-def test_a_trusted_network_reaches_a_published_port_that_is_not_allowed(
-    target: Target, outsider: Outsider, api_only_release: Release
-) -> None:
-    _redeploy(
-        target,
-        api_only_release,
-        pgstack_http_bind="0.0.0.0",
-        firewall_allowed_tcp_ports=[443],
-        firewall_trusted_networks=[f"{outsider.address}/32"],
-    )
+    firewall: dict[str, object] = {"firewall_allowed_tcp_ports": [443, API_PORT]}
+    if opened_by == "the client's network trusted":  # the port itself stays not allowed
+        firewall = {
+            "firewall_allowed_tcp_ports": [443],
+            "firewall_trusted_networks": [f"{outsider.address}/32"],
+        }
+    _redeploy(target, api_only_release, pgstack_http_bind="0.0.0.0", **firewall)
     assert outsider.http("/livez", API_PORT).get("status") == 200
