@@ -125,17 +125,23 @@ def made(tmp_path: Path) -> tuple[Path, Path]:
     return inventory, password_file
 
 
-def test_make_vault_writes_an_encrypted_vault_and_a_private_password_file(
-    made: tuple[Path, Path],
-) -> None:
-    inventory, password_file = made
-    vault_file = inventory / "group_vars" / "pgstack" / "vault.yml"
+def _fresh_vault(inventory: Path, password_file: Path, group: str) -> dict[str, str]:
+    """The vault `make vault` wrote for `group`, checked: encrypted as a whole, its password file
+    private, a strong value of its own for every secret the role names."""
+    vault_file = inventory / "group_vars" / group / "vault.yml"
     assert vault_file.read_text().startswith("$ANSIBLE_VAULT;1.1;AES256")
     assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
     values = _view(vault_file, password_file)
-    assert sorted(values) == sorted(f"vault_pgstack_{name}" for name in _secret_names())
+    assert sorted(values) == sorted(f"vault_pgstack_{name}" for name in _secret_names(group))
     assert all(len(value) >= 40 for value in values.values())
     assert len(set(values.values())) == len(values), "every secret is its own random value"
+    return values
+
+
+def test_make_vault_writes_an_encrypted_vault_and_a_private_password_file(
+    made: tuple[Path, Path],
+) -> None:
+    _fresh_vault(*made, "pgstack")
 
 
 def test_the_role_accepts_the_secrets_make_vault_made(
@@ -159,20 +165,20 @@ def test_make_vault_run_twice_refuses_to_overwrite_anything(made: tuple[Path, Pa
     assert (vault_file.read_bytes(), password_file.read_bytes()) == before
 
 
-def test_the_role_refuses_the_example_vault_naming_each_secret_not_its_value(
-    tmp_path: Path,
+@pytest.mark.parametrize("group", list(EXAMPLES))
+def test_the_role_refuses_its_example_vault_naming_each_secret_not_its_value(
+    tmp_path: Path, group: str
 ) -> None:
     password_file = tmp_path / "example-pass"
     password_file.write_text(EXAMPLE_VAULT_PASSWORD + "\n")
-    result = _role_checks(
-        tmp_path, ANSIBLE_DIR / "inventory" / "example" / "group_vars", password_file
-    )
-    output = result.stdout + result.stderr
+    group_vars = ANSIBLE_DIR / "inventory" / EXAMPLES[group] / "group_vars"
+    result = _role_checks(tmp_path, group_vars, password_file, group=group)
+    output = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0
     assert "Refusing to deploy public secrets" in output and "make vault" in output, output
-    assert "inventory/example/group_vars/pgstack/vault.yml" in output
-    assert all(name in output for name in _secret_names())
-    for value in _example_values():
+    assert f"inventory/{EXAMPLES[group]}/group_vars/{group}/vault.yml" in output
+    assert all(name in output for name in _secret_names(group))
+    for value in _example_values(group):
         assert value not in output, "a secret's value was printed"
 
 
@@ -211,13 +217,7 @@ def test_make_vault_replaces_a_copied_cluster_example_vault_with_the_cluster_sec
     cluster_made: tuple[Path, Path],
 ) -> None:
     inventory, password_file = cluster_made
-    vault_file = inventory / "group_vars" / "pgstack_db" / "vault.yml"
-    assert vault_file.read_text().startswith("$ANSIBLE_VAULT;1.1;AES256")
-    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
-    values = _view(vault_file, password_file)
-    assert sorted(values) == sorted(f"vault_pgstack_{n}" for n in _secret_names("pgstack_db"))
-    assert all(len(value) >= 40 for value in values.values())
-    assert len(set(values.values())) == len(values), "every secret is its own random value"
+    values = _fresh_vault(inventory, password_file, "pgstack_db")
     assert not set(values.values()) & set(_example_values("pgstack_db"))
     assert not (inventory / "group_vars" / "pgstack").exists(), "no single-VM vault uninvited"
 
@@ -281,22 +281,6 @@ def test_the_cluster_role_accepts_the_secrets_make_vault_made(
     inventory, password_file = cluster_made
     result = _role_checks(tmp_path, inventory / "group_vars", password_file, group="pgstack_db")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
-
-
-def test_the_cluster_role_refuses_the_cluster_example_vault_naming_each_secret_not_its_value(
-    tmp_path: Path,
-) -> None:
-    password_file = tmp_path / "example-pass"
-    password_file.write_text(EXAMPLE_VAULT_PASSWORD + "\n")
-    group_vars = ANSIBLE_DIR / "inventory" / "cluster-example" / "group_vars"
-    result = _role_checks(tmp_path, group_vars, password_file, group="pgstack_db")
-    output = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode != 0
-    assert "Refusing to deploy public secrets" in output and "make vault" in output, output
-    assert "inventory/cluster-example/group_vars/pgstack_db/vault.yml" in output
-    assert all(name in output for name in _secret_names("pgstack_db"))
-    for value in _example_values("pgstack_db"):
-        assert value not in output, "a secret's value was printed"
 
 
 def test_cluster_yml_refuses_the_cluster_example_vault_before_a_fresh_host_is_touched(
