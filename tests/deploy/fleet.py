@@ -22,7 +22,14 @@ from pathlib import Path
 
 import yaml
 
-from tests.deploy.target import ANSIBLE_DIR, BIN, TARGET_COMPOSE, VAULT_SCRIPT, Recap
+from tests.deploy.target import (
+    ANSIBLE_DIR,
+    BIN,
+    TARGET_COMPOSE,
+    VAULT_SCRIPT,
+    ControlFiles,
+    Recap,
+)
 from tests.stack.compose import free_port
 
 CLUSTER_EXAMPLE = ANSIBLE_DIR / "inventory" / "cluster-example"
@@ -39,10 +46,9 @@ class FleetHost:
 
 
 @dataclass
-class Fleet:
+class Fleet(ControlFiles):
     """N target hosts on one network; `groups` maps an inventory group to its hosts' names."""
 
-    workdir: Path
     groups: dict[str, list[str]]
     outsiders: list[str] = field(default_factory=list)
     project: str = field(default_factory=lambda: f"pgstack-deploy-{os.getpid()}-fleet")
@@ -52,14 +58,6 @@ class Fleet:
     def names(self) -> list[str]:
         grouped = [name for members in self.groups.values() for name in members]
         return list(dict.fromkeys([*grouped, *self.outsiders]))
-
-    @property
-    def key(self) -> Path:
-        return self.workdir / "id_ed25519"
-
-    @property
-    def inventory(self) -> Path:
-        return self.workdir / "inventory" / "hosts.yml"
 
     @property
     def vault_password(self) -> Path:

@@ -71,7 +71,23 @@ class Recap:
 
 
 @dataclass
-class Target:
+class ControlFiles:
+    """What the control node keeps for the hosts it deploys to, in `workdir`: the SSH key and
+    the inventory (Target: one host; fleet.Fleet: several)."""
+
+    workdir: Path
+
+    @property
+    def key(self) -> Path:
+        return self.workdir / "id_ed25519"
+
+    @property
+    def inventory(self) -> Path:
+        return self.workdir / "inventory" / "hosts.yml"
+
+
+@dataclass
+class Target(ControlFiles):
     """One target host: its compose project, SSH key, inventory and published ports.
 
     Clients reach the stack through the edge's HTTPS (port 443 on the target, on `https_port`
@@ -79,7 +95,6 @@ class Target:
     inside the target (22 like a fresh VM, or another to test a host that moved it).
     """
 
-    workdir: Path
     project: str = field(default_factory=lambda: f"pgstack-deploy-{os.getpid()}")
     ssh_port: int = field(default_factory=free_port)
     https_port: int = field(default_factory=free_port)
@@ -111,14 +126,6 @@ class Target:
     def ssl_context(self) -> ssl.SSLContext:
         """Verifies the edge against this target's CA only."""
         return ssl.create_default_context(cafile=self.ca_file)
-
-    @property
-    def key(self) -> Path:
-        return self.workdir / "id_ed25519"
-
-    @property
-    def inventory(self) -> Path:
-        return self.workdir / "inventory" / "hosts.yml"
 
     def _compose(
         self, *args: str, timeout: float = 600, check: bool = True, input: str | None = None
