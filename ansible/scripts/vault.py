@@ -138,14 +138,14 @@ def _refuse_to_overwrite(inventory: Path, layouts: list[Layout], password_file: 
 
 def new(inventory: Path, password_file: Path) -> None:
     """Write a fresh vault for each of the inventory's layouts, and their one password file;
-    overwrite nothing (every file is checked before any is written)."""
+    overwrite nothing (every file is checked before any is written), and leave nothing behind
+    when a write fails (a password file without its vault would make the next run refuse)."""
     layouts = _layouts(inventory)
     _refuse_to_overwrite(inventory, layouts, password_file)
     password = secrets.token_urlsafe(32)
-    password_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # O_EXCL: never over a file that appeared meanwhile; 0600 from the start.
-    with os.fdopen(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-        f.write(password + "\n")
+    # Everything is made in memory first, so only a write can fail once writing has started.
+    vaults: dict[Path, str] = {}
+    notes: list[str] = []
     for layout in layouts:
         # 32 random bytes each, URL-safe (no quoting anywhere): 43 characters.
         names = layout.secret_names()
@@ -154,19 +154,46 @@ def new(inventory: Path, password_file: Path) -> None:
             values
         )
         vault_file = inventory / layout.vault_file
-        vault_file.write_text(_vault(password).encrypt(plain).decode())
-        print(f"wrote {vault_file}: {len(values)} secrets, encrypted ({', '.join(names)})")
-        mapping = (inventory / layout.vars_file).read_text()
-        if VAR_PREFIX not in mapping:
-            print(
+        vaults[vault_file] = _vault(password).encrypt(plain).decode()
+        notes.append(f"wrote {vault_file}: {len(values)} secrets, encrypted ({', '.join(names)})")
+        if VAR_PREFIX not in (inventory / layout.vars_file).read_text():
+            notes.append(
                 f"note: {inventory / layout.vars_file} does not map the {VAR_PREFIX}* variables "
                 f"into {layout.group}_secrets yet; copy that mapping from "
                 f"{REPO / layout.example_inventory / layout.vars_file}."
             )
+    _write_all(password_file, password, vaults)
+    print("\n".join(notes))
     print(
         f"wrote {password_file} (0600): the vault's password. Keep it, and a copy off this machine"
     )
     print("(without it the vault, and backup_repo2_cipher_pass with it, cannot be read).")
+
+
+def _write_all(password_file: Path, password: str, vaults: dict[Path, str]) -> None:
+    """The password file, then the vaults; on any failure, every file as it was before."""
+    written: list[tuple[Path, bytes | None]] = []  # what this run wrote, and what was there
+    try:
+        password_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # O_EXCL: never over a file that appeared meanwhile; 0600 from the start.
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        written.append((password_file, None))
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        for vault_file, text in vaults.items():
+            # Only a copy of an example vault can be there (_refuse_to_overwrite).
+            before = vault_file.read_bytes() if vault_file.exists() else None
+            written.append((vault_file, before))
+            vault_file.write_text(text)
+    except OSError as error:
+        for path, before in reversed(written):
+            if before is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(before)
+        print(f"error: {error}; nothing was written, run make vault again once it is fixed",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(1) from error
 
 
 # ---- public --------------------------------------------------------------------------------

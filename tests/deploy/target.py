@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 
@@ -30,19 +31,20 @@ BIN = Path(sys.executable).parent
 VAULT_SCRIPT = ANSIBLE_DIR / "scripts" / "vault.py"
 
 
-def _example_vault_password() -> str:
-    """The example vault's published password, from `make vault`'s script, the one place it is
-    spelled (loaded by path: the directory `ansible` is not the package `ansible`)."""
+def load_vault_script() -> ModuleType:
+    """`make vault`'s script as a module (loaded by path: the directory `ansible` is not the
+    package `ansible`)."""
     spec = importlib.util.spec_from_file_location("pgstack_vault_script", VAULT_SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
-    return str(module.EXAMPLE_VAULT_PASSWORD)
+    return module
 
 
-# The playbook refuses the example vault's values, so each target gets a vault of its own.
-EXAMPLE_VAULT_PASSWORD = _example_vault_password()
+# The example vault's published password, from the one place it is spelled. The playbook
+# refuses the example vault's values, so each target gets a vault of its own.
+EXAMPLE_VAULT_PASSWORD = str(load_vault_script().EXAMPLE_VAULT_PASSWORD)
 STACK_DIR = "/opt/pgstack"
 _RECAP = re.compile(
     r"^target\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M

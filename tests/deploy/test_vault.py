@@ -10,6 +10,7 @@ first on it).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -19,12 +20,20 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from ansible.parsing.vault import VaultLib, VaultSecret
 
-from tests.deploy.target import ANSIBLE_DIR, BIN, EXAMPLE_VAULT_PASSWORD, REPO, Target
+from tests.deploy.target import (
+    ANSIBLE_DIR,
+    BIN,
+    EXAMPLE_VAULT_PASSWORD,
+    REPO,
+    Target,
+    load_vault_script,
+)
 
 VENV = Path(sys.prefix)
 # Each layout's group (also its role) and its example inventory.
@@ -234,6 +243,39 @@ def test_make_vault_writes_each_layouts_vault_under_one_password(tmp_path: Path)
     for group in EXAMPLES:
         values = _view(inventory / "group_vars" / group / "vault.yml", password_file)
         assert sorted(values) == sorted(f"vault_pgstack_{n}" for n in _secret_names(group))
+
+
+def test_make_vault_leaves_no_file_behind_when_a_write_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that fills up after the first vault, simulated (these tests run as root, so no
+    directory can be made unwritable): the run fails, every file is as it was -- the copied
+    example vault included --, and the next run succeeds instead of refusing the password file."""
+    inventory = tmp_path / "inventory" / "both"
+    for group, example in EXAMPLES.items():
+        source = ANSIBLE_DIR / "inventory" / example / "group_vars" / group / "vars.yml"
+        (inventory / "group_vars" / group).mkdir(parents=True)
+        shutil.copy(source, inventory / "group_vars" / group / "vars.yml")
+    copied_example = inventory / "group_vars" / "pgstack" / "vault.yml"
+    shutil.copy(_example_vault("pgstack"), copied_example)
+    password_file = tmp_path / "home" / "both.vault-pass"
+    write_text = Path.write_text
+
+    def disk_full_at_the_cluster_vault(path: Path, *args: Any, **kwargs: Any) -> int:
+        if path == inventory / "group_vars" / "pgstack_db" / "vault.yml":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return write_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", disk_full_at_the_cluster_vault)
+    with pytest.raises(SystemExit):
+        load_vault_script().new(inventory, password_file)
+    monkeypatch.undo()
+    assert not password_file.exists()
+    assert copied_example.read_bytes() == _example_vault("pgstack").read_bytes()
+    assert not (inventory / "group_vars" / "pgstack_db" / "vault.yml").exists()
+    result = _make_vault(inventory, password_file)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _fresh_vault(inventory, password_file, "pgstack_db")
 
 
 def test_make_vault_refuses_an_inventory_with_no_layout_and_writes_nothing(
