@@ -119,6 +119,23 @@ except OSError as exc:
 """
 
 
+# The serial number of the certificate a cluster port serves, verified against the CA (by the
+# address, as the members connect), this host's certificate shown. PostgreSQL starts TLS after
+# its SSLRequest message.
+_SERVED = f"""
+import socket, ssl, struct, sys
+host, port = sys.argv[1], int(sys.argv[2])
+context = ssl.create_default_context(cafile="{TLS}/ca.crt")
+context.load_cert_chain("{TLS}/node.crt", "{TLS}/node.key")
+with socket.create_connection((host, port), timeout=5) as sock:
+    if port == 5432:
+        sock.sendall(struct.pack("!ii", 8, 80877103))
+        assert sock.recv(1) == b"S", "PostgreSQL refused TLS"
+    with context.wrap_socket(sock, server_hostname=host) as tls:
+        print(tls.getpeercert()["serialNumber"])
+"""
+
+
 def _address(fleet: Fleet, name: str) -> str:
     return fleet.hosts[name].address
 
@@ -159,6 +176,37 @@ def _psql(fleet: Fleet, on: str, sql: str, database: str = "postgres") -> str:
 
 def _connect(fleet: Fleet, source: str, address: str, port: int) -> str:
     return fleet.sh(source, f"python3 - {address} {port}", input=_CONNECT).stdout.strip()
+
+
+def _served_serials(fleet: Fleet) -> dict[tuple[str, int], str]:
+    """Each database host's served certificate on PostgreSQL, Patroni's REST API and etcd's
+    client port, asked from another member."""
+    served = {}
+    for name in DB_HOSTS:
+        member = next(n for n in DB_HOSTS if n != name)
+        for port in (5432, 8008, 2379):
+            run = fleet.sh(member, f"python3 - {_address(fleet, name)} {port}", input=_SERVED)
+            served[(name, port)] = run.stdout.strip()
+    return served
+
+
+def _write_reaches_the_replicas(fleet: Fleet) -> None:
+    leader = _leader(fleet)
+    marker = uuid.uuid4().hex
+    _psql(
+        fleet,
+        leader,
+        "create table if not exists deploy_probe (marker text primary key); "
+        f"insert into deploy_probe values ('{marker}')",
+    )
+    for name in set(DB_HOSTS) - {leader}:
+        deadline = time.monotonic() + 30
+        query = f"select count(*) from deploy_probe where marker = '{marker}'"
+        while _psql(fleet, name, query) != "1":
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} never received the leader's write")
+            time.sleep(1)
+        assert _psql(fleet, name, "select pg_is_in_recovery()") == "t"
 
 
 # ---- the deploy --------------------------------------------------------------------------------
@@ -273,22 +321,7 @@ def test_etcd_members_are_healthy_over_tls_and_refuse_clients_without_a_certific
 
 
 def test_a_write_on_the_leader_reaches_both_replicas(fleet: Fleet) -> None:
-    leader = _leader(fleet)
-    marker = uuid.uuid4().hex
-    _psql(
-        fleet,
-        leader,
-        "create table if not exists deploy_probe (marker text primary key); "
-        f"insert into deploy_probe values ('{marker}')",
-    )
-    for name in set(DB_HOSTS) - {leader}:
-        deadline = time.monotonic() + 30
-        query = f"select count(*) from deploy_probe where marker = '{marker}'"
-        while _psql(fleet, name, query) != "1":
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name} never received the leader's write")
-            time.sleep(1)
-        assert _psql(fleet, name, "select pg_is_in_recovery()") == "t"
+    _write_reaches_the_replicas(fleet)
 
 
 def test_cluster_ports_answer_members_and_nobody_else(fleet: Fleet) -> None:
@@ -306,6 +339,35 @@ def test_cluster_ports_answer_members_and_nobody_else(fleet: Fleet) -> None:
             )
     # The outsider reaches the hosts at all (SSH is open), so the closed ports are the firewall's.
     assert _connect(fleet, "outsider", _address(fleet, "db1"), 22) == "open"
+
+
+# ---- rotating the certificates ---------------------------------------------------------------
+
+
+@pytest.mark.timeout(900)
+def test_rotated_certificates_are_served_without_a_restart_and_the_leader_keeps_leading(
+    fleet: Fleet, cluster_archive: tuple[str, Path]
+) -> None:
+    leader = _leader(fleet)
+    before = _served_serials(fleet)
+    containers = {n: fleet.sh(n, "docker ps --quiet --no-trunc").stdout.split() for n in DB_HOSTS}
+    started = time.monotonic()
+    recap = _deploy(fleet, cluster_archive, "--extra-vars", "pgstack_db_tls_rotate=true")
+    _record(rotation_run_s=round(time.monotonic() - started, 1))
+    assert recap.failed == 0 and recap.changed > 0  # type: ignore[attr-defined]
+    after = _served_serials(fleet)
+    kept = [where for where in before if after[where] == before[where]]
+    assert not kept, f"still serving the old certificate (host, port): {kept}"
+    # Reloaded, not restarted: the same containers, the same leader, replication over the new
+    # certificates (a replica reconnecting verifies the leader's new one).
+    assert {n: fleet.sh(n, "docker ps --quiet --no-trunc").stdout.split() for n in DB_HOSTS} == (
+        containers
+    )
+    assert _leader(fleet) == leader
+    _write_reaches_the_replicas(fleet)
+    # Back to ordinary runs: the rotated files are what the next deploy wants.
+    recap = _deploy(fleet, cluster_archive)
+    assert recap.changed == 0, f"changed after the rotation: {recap.changed_tasks()}"  # type: ignore[attr-defined]
 
 
 # ---- failover --------------------------------------------------------------------------------
