@@ -190,6 +190,11 @@ def _served_serials(fleet: Fleet) -> dict[tuple[str, int], str]:
     return served
 
 
+def _container_ids(fleet: Fleet) -> dict[str, list[str]]:
+    """Each database host's running containers: the same IDs mean nothing was restarted."""
+    return {n: fleet.sh(n, "docker ps --quiet --no-trunc").stdout.split() for n in DB_HOSTS}
+
+
 def _write_reaches_the_replicas(fleet: Fleet) -> None:
     leader = _leader(fleet)
     marker = uuid.uuid4().hex
@@ -350,7 +355,7 @@ def test_rotated_certificates_are_served_without_a_restart_and_the_leader_keeps_
 ) -> None:
     leader = _leader(fleet)
     before = _served_serials(fleet)
-    containers = {n: fleet.sh(n, "docker ps --quiet --no-trunc").stdout.split() for n in DB_HOSTS}
+    containers = _container_ids(fleet)
     started = time.monotonic()
     recap = _deploy(fleet, cluster_archive, "--extra-vars", "pgstack_db_tls_rotate=true")
     _record(rotation_run_s=round(time.monotonic() - started, 1))
@@ -360,9 +365,7 @@ def test_rotated_certificates_are_served_without_a_restart_and_the_leader_keeps_
     assert not kept, f"still serving the old certificate (host, port): {kept}"
     # Reloaded, not restarted: the same containers, the same leader, replication over the new
     # certificates (a replica reconnecting verifies the leader's new one).
-    assert {n: fleet.sh(n, "docker ps --quiet --no-trunc").stdout.split() for n in DB_HOSTS} == (
-        containers
-    )
+    assert _container_ids(fleet) == containers
     assert _leader(fleet) == leader
     _write_reaches_the_replicas(fleet)
     # Back to ordinary runs: the rotated files are what the next deploy wants.

@@ -28,7 +28,7 @@ from tests.deploy.steps import (
     refused_with_the_example_vault,
     release_vars,
 )
-from tests.deploy.target import REPO, Downtime, Target
+from tests.deploy.target import REPO, STACK_DIR, Downtime, Target
 
 # What the deploy tests measured last, for ansible/README.md's figures.
 ARTIFACT = REPO / ".test-artifacts" / "deploy.json"
@@ -50,7 +50,7 @@ def _instant(stamp: str) -> datetime:
 
 def _shipped_archive(target: Target) -> str:
     """When the host's copy of the image archive was last written (role ship_images)."""
-    return target.sh("stat --format %y /opt/pgstack/images/pgstack-images.tar").stdout.strip()
+    return target.sh(f"stat --format %y {STACK_DIR}/images/pgstack-images.tar").stdout.strip()
 
 
 def _record(**figures: object) -> None:
