@@ -52,12 +52,6 @@ def test_a_dead_archive_drops_wal_beyond_the_limit_and_the_gap_is_reported_until
     assert code == 0, out
     try:
         _switch_wal(astack, 10)
-        failing = astack.backup_cli("check-archive")
-        assert failing.returncode == 5, failing.stdout
-        assert (
-            "WAL archiving is failing" in failing.stdout and "Permission denied" in failing.stdout
-        )
-        assert astack.backup_cli("health").returncode == 5
         # pg_wal stays bounded: what waits beyond the limit is dropped, and PostgreSQL writes on.
         status = "/var/lib/postgresql/data/pgdata/pg_wal/archive_status"
         _wait(lambda: "dropped WAL file" in astack.container("postgres").logs().decode(), 60,
@@ -65,6 +59,22 @@ def test_a_dead_archive_drops_wal_beyond_the_limit_and_the_gap_is_reported_until
         waiting = astack.exec("postgres", "sh", "-c", f"ls {status} | grep -c ready")[1]
         assert int(waiting.strip() or 0) <= 4, waiting
         astack.psql("CREATE TABLE still_writable AS SELECT 1 AS x")
+        # pgBackRest answers "archived" for what it drops, so pg_stat_archiver may show a
+        # success newer than the last failure, and `pgbackrest info` lists no backup at all
+        # while the archive cannot be read: the check must call neither of them working.
+        dropped = astack.backup_cli("check-archive")
+        assert dropped.returncode == 5, dropped.stdout
+        assert "Permission denied" in dropped.stdout, dropped.stdout
+        # The next segment fails again, and the check says why, in the archiver's words.
+        _switch_wal(astack, 1)
+
+        def failure_named() -> bool:
+            out = astack.backup_cli("check-archive").stdout
+            return "WAL archiving is failing" in out and "Permission denied" in out
+
+        _wait(failure_named, 60, "check-archive to name the archiver's failure")
+        assert astack.backup_cli("check-archive").returncode == 5
+        assert astack.backup_cli("health").returncode == 5
     finally:
         astack.exec("postgres", "chmod", "0750", f"{ARCHIVE}/17-1")
     _switch_wal(astack, 2)

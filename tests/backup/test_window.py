@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from pgstack_backup.pgbackrest import Backup, choose_type, gaps, segment_number, window
+from pgstack_backup.pgbackrest import (
+    Backup,
+    choose_type,
+    gaps,
+    segment_number,
+    unreadable,
+    window,
+)
 from pgstack_backup.pitr import TargetRefused, parse_target
 
 T0 = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
@@ -50,6 +57,28 @@ def test_a_gap_in_the_archive_ends_the_reach_of_the_backups_before_it() -> None:
     assert window(backups, segments, now) == [(T0 + 2 * MIN, T0 + 7 * MIN), (T0 + 20 * MIN, now)]
     assert gaps(segments, 2) == [(8, 11)]
     assert gaps(segments, 12) == []
+
+
+def test_wal_dropped_after_the_newest_archived_segment_is_a_gap_up_to_what_postgres_was_told(
+) -> None:  # fmt: skip
+    segments = _segments(range(1, 8))  # 8..11 dropped and answered "archived"; nothing after
+    assert gaps(segments, 2) == []
+    assert gaps(segments, 2, until=11) == [(8, 11)]
+    assert gaps(segments, 2, until=7) == gaps(segments, 2, until=None) == []
+    assert gaps({}, 2, until=3) == [(2, 3)]  # not even the backup's own segment is there
+
+
+def test_an_unreadable_repository_is_named_not_taken_for_an_empty_one() -> None:
+    # `pgbackrest info --output=json` (2.5x) with the archive directory at mode 000: no backup,
+    # no archive, and the reason only in the repository's status.
+    denied = "[PathOpenError] unable to list file info for path '/r': [13] Permission denied"
+    stanza = {"archive": [], "backup": [], "name": "pgstack",
+              "repo": [{"key": 1, "status": {"code": 99, "message": denied}}],
+              "status": {"code": 99, "message": "other"}}  # fmt: skip
+    assert unreadable(stanza) == f"repo1: {denied}"
+    empty = {"repo": [{"key": 1, "status": {"code": 2, "message": "no valid backups"}}]}
+    assert unreadable(empty) is None
+    assert unreadable({}) is None
 
 
 def test_a_backup_whose_own_wal_is_missing_reaches_nothing() -> None:

@@ -28,15 +28,22 @@ def _failure_reason(spool: Path = SPOOL) -> str:
     return re.sub(r"\s+", " ", message or text)[:500]
 
 
+def _segment(wal: str | None) -> int | None:
+    """The segment of a WAL file name (None for a .history, .backup or .partial name)."""
+    if wal is None or not re.fullmatch(r"[0-9A-F]{24}", wal):
+        return None
+    return pgbackrest.segment_number(wal)
+
+
 def problem(settings: Settings) -> str | None:
     """Why point-in-time recovery is broken now, or None."""
     with db.connect(settings, "postgres") as conn:
         row = conn.execute(
-            "SELECT current_setting('archive_mode'), last_archived_time, last_failed_time, "
-            "last_failed_wal, (SELECT system_identifier FROM pg_control_system()) "
-            "FROM pg_stat_archiver"
+            "SELECT current_setting('archive_mode'), last_archived_time, last_archived_wal, "
+            "last_failed_time, last_failed_wal, "
+            "(SELECT system_identifier FROM pg_control_system()) FROM pg_stat_archiver"
         ).fetchone()
-    mode, archived, failed, failed_wal, system_id = row  # type: ignore[misc]
+    mode, archived, archived_wal, failed, failed_wal, system_id = row  # type: ignore[misc]
     if mode == "off":
         return "archive_mode is off in postgresql.conf"
     stanza = pgbackrest.info(settings)
@@ -49,11 +56,15 @@ def problem(settings: Settings) -> str | None:
         reason = _failure_reason()
         why = f": {reason}" if reason else ""
         return f"WAL archiving is failing since {failed} (file {failed_wal}){why}"
+    broken = pgbackrest.unreadable(stanza)
+    if broken:
+        return f"pgBackRest cannot read the backup repository: {broken}"
     existing = [b for b in pgbackrest.backups(stanza) if not b.error]
     if not existing:
         return None  # nothing to recover from yet; the first run's backup will tell
     segments = pgbackrest.archived_segments(settings, stanza)
-    missing = pgbackrest.gaps(segments, pgbackrest.segment_number(existing[-1].wal_start))
+    since = pgbackrest.segment_number(existing[-1].wal_start)
+    missing = pgbackrest.gaps(segments, since, _segment(archived_wal))
     if missing:
         first, last = missing[0]
         return (

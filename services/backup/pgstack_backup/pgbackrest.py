@@ -105,6 +105,16 @@ def info(settings: Settings) -> dict[str, Any]:
     return stanzas[0] if stanzas else {}
 
 
+def unreadable(stanza: dict[str, Any]) -> str | None:
+    """pgBackRest's words when it could not read a repository (status 99, "other"). `info` then
+    lists no backup and no archive at all, which must not read as "nothing to check yet"."""
+    for repo in stanza.get("repo", []):
+        status = repo.get("status", {})
+        if status.get("code") == 99:
+            return f"repo{repo.get('key', '?')}: {status.get('message', 'unreadable')}"
+    return None
+
+
 def current_db_id(stanza: dict[str, Any]) -> int | None:
     """The cluster the stanza archives now (stanza-upgrade appends a new one)."""
     ids = [int(d["id"]) for d in stanza.get("db", [])]
@@ -192,10 +202,18 @@ def segment_number(wal: str) -> int:
     return int(wal[8:16], 16) * SEGMENTS_PER_LOG + int(wal[16:24], 16)
 
 
-def gaps(segments: dict[int, datetime], since: int) -> list[tuple[int, int]]:
-    """Missing segment ranges (first, last) from `since` to the newest archived one."""
+def gaps(segments: dict[int, datetime], since: int, until: int | None = None
+         ) -> list[tuple[int, int]]:  # fmt: skip
+    """Missing segment ranges (first, last) from `since` to the newest archived one, or to
+    `until` (the newest segment PostgreSQL was told is archived) when that is newer: pgBackRest
+    answers "archived" for the WAL it drops beyond archive-push-queue-max, so the newest drop
+    leaves no later segment in the repository to show it as a hole."""
     present = sorted(s for s in segments if s >= since)
-    return [(a + 1, b - 1) for a, b in pairwise(present) if b - a > 1]
+    holes = [(a + 1, b - 1) for a, b in pairwise(present) if b - a > 1]
+    newest = present[-1] if present else since - 1
+    if until is not None and until > newest:
+        holes.append((newest + 1, until))
+    return holes
 
 
 def window(existing: Sequence[Backup], segments: dict[int, datetime], upper: datetime
