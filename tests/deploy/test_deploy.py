@@ -252,6 +252,33 @@ def test_an_api_only_release_replaces_only_the_api_and_keeps_the_data(
 
 
 @pytest.mark.timeout(600)
+def test_an_archive_without_the_deployed_tag_is_refused_and_leaves_the_stack_as_it_was(
+    target: Target, releases: list[Release]
+) -> None:
+    """The tired operator's release: release 1's archive, a tag that no archive holds. The stop
+    comes before the compose file and .env change, so the restart test after this one also
+    proves that a restart after a failed deploy finds every image it runs."""
+    files = f"sha256sum {STACK_DIR}/docker-compose.yml {STACK_DIR}/.env"
+    before = (target.sh(files).stdout, {n: row["ID"] for n, row in target.services().items()})
+    typo = f"{releases[1].tag}-typo"
+    failed = target.run_playbook(
+        "site.yml", "--extra-vars", f"pgstack_images_archive={releases[0].archive}",
+        "--extra-vars", f"pgstack_image_tag={typo}",
+    )  # fmt: skip
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0, output[-3000:]
+    assert "does not hold" in output and f"pgstack-api:{typo}" in output, output[-3000:]
+    after = (target.sh(files).stdout, {n: row["ID"] for n, row in target.services().items()})
+    assert after == before
+    env = target.sh(f"cat {STACK_DIR}/.env").stdout
+    assert f"PGSTACK_IMAGE_TAG={releases[1].tag}\n" in env
+    # What a restart would run is all on the host.
+    refs = target.stack("config", "--images").stdout.split()
+    assert refs and all(ref.endswith(f":{releases[1].tag}") for ref in refs), refs
+    target.sh(f"docker image inspect --format ok {' '.join(sorted(set(refs)))}")
+
+
+@pytest.mark.timeout(600)
 def test_the_order_survives_a_restart_of_pgstack_service(target: Target) -> None:
     order_id = _recorded_order()
     started = time.monotonic()
