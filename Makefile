@@ -304,8 +304,12 @@ deploy: deploy-images $(TEST_VENV)/.installed ## Deploy to INVENTORY's hosts wit
 		--extra-vars "pgstack_images_archive=$(DEPLOY_ARCHIVE)" --extra-vars "pgstack_image_tag=$(PGSTACK_IMAGE_TAG)" \
 		--extra-vars "pgstack_db_images_archive=$(DEPLOY_CLUSTER_ARCHIVE)" $(ANSIBLE_ARGS)
 
-deploy-check: $(TEST_VENV)/.installed ## On INVENTORY's hosts: every service healthy, /readyz through the edge's HTTPS, backup age.
+deploy-check: $(TEST_VENV)/.installed ## On INVENTORY's hosts: every service healthy, /readyz through the edge's HTTPS, backup age; a cluster's members, leader and sync standby.
 	@$(ANSIBLE_PLAYBOOK) ansible/check.yml $(ANSIBLE_ARGS)
+
+.PHONY: deploy-switchover
+deploy-switchover: $(TEST_VENV)/.installed ## Cluster layout: the leader hands over to the sync standby (or CANDIDATE=<host>); waits until the old leader streams.
+	@$(ANSIBLE_PLAYBOOK) ansible/switchover.yml $(if $(CANDIDATE),--extra-vars "pgstack_db_candidate=$(CANDIDATE)") $(ANSIBLE_ARGS)
 
 # The runbook's operations on INVENTORY's hosts (`pgstack ...` there; ansible/README.md,
 # "Operations on the host").

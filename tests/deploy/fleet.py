@@ -222,8 +222,10 @@ class Fleet(ControlFiles):
             )
         return result
 
-    def playbook(self, name: str, *args: str, timeout: float = 1500) -> Recap:
-        """Run ansible/<name> against the fleet over SSH; the recap summed over every host."""
+    def run_playbook(
+        self, name: str, *args: str, timeout: float = 1500
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ansible/<name> against the fleet over SSH, whatever its outcome (logged)."""
         env = dict(os.environ)
         env.update(
             ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"),
@@ -238,9 +240,14 @@ class Fleet(ControlFiles):
              str(ANSIBLE_DIR / name), *args],
             cwd=ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
-        output = result.stdout + result.stderr
         with (self.workdir / "playbooks.log").open("a") as log:
-            log.write(output)
+            log.write(result.stdout + result.stderr)
+        return result
+
+    def playbook(self, name: str, *args: str, timeout: float = 1500) -> Recap:
+        """Run ansible/<name> against the fleet over SSH; the recap summed over every host."""
+        result = self.run_playbook(name, *args, timeout=timeout)
+        output = result.stdout + result.stderr
         totals = [0, 0, 0, 0]
         recaps = 0
         for line in result.stdout.split("PLAY RECAP", 1)[-1].splitlines():

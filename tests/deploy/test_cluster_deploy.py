@@ -373,6 +373,53 @@ def test_rotated_certificates_are_served_without_a_restart_and_the_leader_keeps_
     assert recap.changed == 0, f"changed after the rotation: {recap.changed_tasks()}"  # type: ignore[attr-defined]
 
 
+# ---- operations: deploy-check and a planned switchover ---------------------------------------
+
+
+def test_deploy_check_shows_the_cluster_and_finds_it_whole(fleet: Fleet) -> None:
+    recap = fleet.playbook("check.yml")
+    assert recap.changed == 0
+    leader = _leader(fleet)
+    assert f"{leader} leads" in recap.output and "every member streams" in recap.output
+
+
+def _roles(fleet: Fleet) -> dict[str, str]:
+    """Leader, synchronous standby and asynchronous replica, once the cluster is complete."""
+    deadline = time.monotonic() + 60
+    while True:
+        roles = {str(m["role"]): str(m["name"]) for m in _cluster(fleet)}
+        if set(roles) == {"leader", "sync_standby", "replica"}:
+            return roles
+        if time.monotonic() > deadline:
+            raise AssertionError(f"cluster not complete after 60 s: {roles}")
+        time.sleep(2)
+
+
+@pytest.mark.timeout(600)
+def test_a_planned_switchover_hands_over_to_the_sync_standby_and_refuses_any_other(
+    fleet: Fleet,
+) -> None:
+    before = _roles(fleet)
+    # What a tired operator types: the asynchronous replica, a host that is not a member.
+    for wrong, why in ((before["replica"], "is an asynchronous replica"),
+                       ("db9", "is not a member of the cluster")):  # fmt: skip
+        candidate = f"pgstack_db_candidate={wrong}"
+        refused = fleet.run_playbook("switchover.yml", "--extra-vars", candidate)
+        assert refused.returncode != 0 and why in refused.stdout, refused.stdout[-3000:]
+        assert _leader(fleet) == before["leader"]
+    started = time.monotonic()
+    recap = fleet.playbook("switchover.yml")
+    _record(switchover_s=round(time.monotonic() - started, 1))
+    assert recap.changed > 0
+    # Returned only once the new leader serves and the old one streams from it.
+    after = {str(m["name"]): m for m in _cluster(fleet)}
+    assert after[before["sync_standby"]]["role"] == "leader", after
+    assert after[before["leader"]]["state"] == "streaming", after
+    assert len({m.get("timeline") for m in after.values()}) == 1, after
+    _write_reaches_the_replicas(fleet)
+    assert fleet.playbook("check.yml").changed == 0
+
+
 # ---- failover --------------------------------------------------------------------------------
 
 
@@ -393,6 +440,10 @@ def test_stopping_the_leader_hosts_patroni_elects_a_new_leader(fleet: Fleet) -> 
             time.sleep(1)
         _record(failover_stopped_leader_s=round(time.monotonic() - started, 1))
         new = str(leaders[0])
+        # deploy-check says the cluster is not whole, while the old leader's node is away.
+        incomplete = fleet.run_playbook("check.yml")
+        assert incomplete.returncode != 0, incomplete.stdout[-3000:]
+        assert "The cluster is not whole" in incomplete.stdout, incomplete.stdout[-3000:]
         # Named leader a moment before its PostgreSQL has left recovery: retry briefly.
         deadline = time.monotonic() + 30
         while True:
