@@ -64,7 +64,10 @@ def problem(settings: Settings) -> str | None:
         return None  # nothing to recover from yet; the first run's backup will tell
     segments = pgbackrest.archived_segments(settings, stanza)
     since = pgbackrest.segment_number(existing[-1].wal_start)
-    missing = pgbackrest.gaps(segments, since, _segment(archived_wal))
+    # An empty listing is a listing that failed (an S3 hiccup), not evidence of a hole: every
+    # backup's own first segment is archived before the backup ends.
+    until = _segment(archived_wal) if segments else None
+    missing = pgbackrest.gaps(segments, since, until)
     if missing:
         first, last = missing[0]
         return (
