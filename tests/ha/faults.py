@@ -52,6 +52,17 @@ def etcd_leader(cluster: Cluster) -> str:
     return names[status[0]["Status"]["leader"]]
 
 
+def evidence(cluster: Cluster, leader: str) -> str:
+    """For a failure message: HAProxy's server state changes (a leader marked DOWN cuts every
+    session to it) and the leader's last Patroni lines, which the client's log cannot show."""
+    proxy = cluster.container("haproxy").logs(tail=400).decode(errors="replace").splitlines()
+    # Each change is logged twice (its log line and a [WARNING] on stderr): the log line only.
+    changes = [line for line in proxy if line.startswith("Server ") and " is " in line]
+    node = cluster.container(leader).logs(tail=30).decode(errors="replace")
+    return (f"\n--- HAProxy server changes:\n{chr(10).join(changes[-20:]) or '(none)'}"
+            f"\n--- {leader}'s last log lines:\n{node[-4000:]}")  # fmt: skip
+
+
 def wait_replaced(cluster: Cluster, old_leader: str, timeout: float = REPLACED_BOUND_S) -> str:
     """Another node leads, with a running PostgreSQL."""
     members = cluster.wait_members(

@@ -64,7 +64,10 @@ def test_losing_an_etcd_member_changes_nothing_for_writers(
     ledger.stop()
     faults.assert_ledger_holds(cluster, ledger, leader, api_started)
     assert cluster.leader() == leader, "the leader changed"
-    assert not ledger.failures, f"writes failed with two etcd members of three: {ledger.failures}"
+    assert not ledger.failures, (
+        f"writes failed with two etcd members of three: {ledger.failures}"
+        f"{faults.evidence(cluster, leader)}"
+    )
     cluster.container(member).start()
     cluster.wait_healthy(member, timeout=120)
 
