@@ -293,11 +293,12 @@ vault: $(TEST_VENV)/.installed ## INVENTORY's vaults, one per layout it has: a r
 	@"$(TEST_VENV)/bin/python" ansible/scripts/vault.py new --inventory "$(INVENTORY_DIR)" \
 		--password-file "$(or $(VAULT_PASSWORD_FILE),$(VAULT_PASSWORD_DEFAULT))"
 
-deploy-images: preflight base-image secrets ha-secrets ## Build the images and save them to DEPLOY_ARCHIVE (and the cluster's to DEPLOY_CLUSTER_ARCHIVE) for shipping.
+deploy-images: preflight base-image secrets ha-secrets ## Build the images and save them to DEPLOY_ARCHIVE (and the cluster layout's, API tier included, to DEPLOY_CLUSTER_ARCHIVE) for shipping.
 	@$(COMPOSE) build
 	@ansible/scripts/save-images.sh "$(DEPLOY_ARCHIVE)"
-	@$(HA_COMPOSE) build etcd1 patroni1
-	@ansible/scripts/save-images.sh "$(DEPLOY_CLUSTER_ARCHIVE)" "pgstack-etcd:$(PGSTACK_IMAGE_TAG)" "pgstack-patroni:$(PGSTACK_IMAGE_TAG)"
+	@$(HA_COMPOSE) build etcd1 patroni1 haproxy
+	@ansible/scripts/save-images.sh "$(DEPLOY_CLUSTER_ARCHIVE)" "pgstack-etcd:$(PGSTACK_IMAGE_TAG)" "pgstack-patroni:$(PGSTACK_IMAGE_TAG)" \
+		"pgstack-haproxy:$(PGSTACK_IMAGE_TAG)" "pgstack-pgbouncer:$(PGSTACK_IMAGE_TAG)" "pgstack-api:$(PGSTACK_IMAGE_TAG)"
 
 deploy: deploy-images $(TEST_VENV)/.installed ## Deploy to INVENTORY's hosts with Ansible (image tag PGSTACK_IMAGE_TAG).
 	@$(ANSIBLE_PLAYBOOK) ansible/site.yml --extra-vars "pgstack_images_source=load" \

@@ -6,9 +6,9 @@
 `new` (make vault) writes a vault for each layout the inventory has -- a layout is there when its
 group's `group_vars/<group>/vars.yml` is (LAYOUTS: `pgstack`, the single VM; `pgstack_db`, the
 cluster) -- as `group_vars/<group>/vault.yml`, encrypted as a whole, with a strong random value
-for every name in that role's `<group>_secret_names`; and the vaults' one password to a 0600
-file that should live outside the repository. It never overwrites a vault or the password file
-(a copy of the example's vault, which holds nothing of yours, excepted).
+for every name in that role's `<group>_secret_names` (and its companion roles'); and the vaults'
+one password to a 0600 file that should live outside the repository. It never overwrites a vault
+or the password file (a copy of the example's vault, which holds nothing of yours, excepted).
 
 `public` (the roles, on the control node, before they change anything) reads the secrets to
 deploy as a JSON object on stdin and prints, as JSON, which of them are public: a value of any
@@ -48,6 +48,9 @@ class Layout:
 
     group: str
     example: str
+    # Other roles deployed by the same inventory group's vault (the cluster's API tier runs on
+    # its members and shares the app roles' passwords): their <role>_secret_names too.
+    also: tuple[str, ...] = ()
 
     @property
     def vars_file(self) -> Path:
@@ -64,13 +67,21 @@ class Layout:
         return Path("ansible") / "inventory" / self.example
 
     def secret_names(self) -> list[str]:
-        defaults = REPO / "ansible" / "roles" / self.group / "defaults" / "main.yml"
-        return [
-            str(name) for name in yaml.safe_load(defaults.read_text())[f"{self.group}_secret_names"]
-        ]
+        """Every role's secret names, each once, in the roles' order."""
+        names: dict[str, None] = {}
+        for role in (self.group, *self.also):
+            defaults = REPO / "ansible" / "roles" / role / "defaults" / "main.yml"
+            names.update(
+                (str(name), None)
+                for name in yaml.safe_load(defaults.read_text())[f"{role}_secret_names"]
+            )
+        return list(names)
 
 
-LAYOUTS = (Layout("pgstack", "example"), Layout("pgstack_db", "cluster-example"))
+LAYOUTS = (
+    Layout("pgstack", "example"),
+    Layout("pgstack_db", "cluster-example", also=("pgstack_api",)),
+)
 
 
 def _vault(password: str) -> VaultLib:

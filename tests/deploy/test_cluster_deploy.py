@@ -1,6 +1,7 @@
 """The cluster layout deployed by Ansible to three fresh hosts (tests/deploy/fleet.py): etcd and
 Patroni/PostgreSQL 17 on each, every connection between them over verified TLS from the CA the
-deploy creates, the cluster's ports open to its members only.
+deploy creates, the cluster's ports open to its members only; the API on two of them behind the
+edge (HTTPS) on the third, released one host at a time.
 
 One fleet for the whole module (three database hosts and an outsider on the same network), built
 once per `make test`; the tests run in file order and build on each other, like an operator's
@@ -13,19 +14,27 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from ssl import create_default_context
 
 import docker
+import httpx
 import pytest
 
 from tests.deploy.fleet import Fleet
 from tests.deploy.target import REPO
+from tests.deploy.tls import issue
 from tests.stack.compose import IMAGE_TAG, compose_env
 
 DB_HOSTS = ["db1", "db2", "db3"]
+API_HOSTS = ["db1", "db2"]
+EDGE = "db3"
+API_DIR = "/opt/pgstack-api"
 DB_DIR = "/opt/pgstack-db"
 TLS = f"{DB_DIR}/tls/patroni"
 CLUSTER_PORTS = (5432, 8008, 2379, 2380)
@@ -44,8 +53,9 @@ def _record(**figures: object) -> None:
 
 @pytest.fixture(scope="module")
 def cluster_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """pgstack-etcd and pgstack-patroni, built from this tree and tagged for this run, in one
-    `docker save` archive: what `make deploy` ships to the database hosts."""
+    """The cluster layout's images (etcd, Patroni; HAProxy, PgBouncer and the API for the API
+    tier), built from this tree and tagged for this run, in one `docker save` archive: what
+    `make deploy` ships to the cluster's hosts."""
     workdir = tmp_path_factory.mktemp("cluster-images")
     secrets = workdir / "secrets"
     subprocess.run(
@@ -53,12 +63,13 @@ def cluster_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
     )
     env = {**compose_env("pgstack-build", secrets, 0), "COMPOSE_FILE": "docker-compose.ha.yml"}
     subprocess.run(
-        ["docker", "compose", "build", "--quiet", "etcd1", "patroni1"],
+        ["docker", "compose", "build", "--quiet", "etcd1", "patroni1", "haproxy", "pgbouncer",
+         "api"],
         cwd=REPO, env=env, check=True,
     )  # fmt: skip
     client = docker.from_env()
     tag = f"pgstack-deploy-{os.getpid()}-c1"
-    refs = [f"pgstack-etcd:{tag}", f"pgstack-patroni:{tag}"]
+    refs = [f"pgstack-{name}:{tag}" for name in ("etcd", "patroni", "haproxy", "pgbouncer", "api")]
     archive = workdir / f"images-{tag}.tar"
     try:
         for ref in refs:
@@ -76,14 +87,40 @@ def cluster_archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     hosts = Fleet(
         workdir=tmp_path_factory.mktemp("fleet"),
-        groups={"pgstack_db": DB_HOSTS},
+        groups={"pgstack_db": DB_HOSTS, "pgstack_api": API_HOSTS, "pgstack_edge": [EDGE]},
         outsiders=["outsider"],
     )
     try:
         hosts.create()
+        _write_edge_tls(hosts)
         yield hosts
     finally:
         hosts.destroy()
+
+
+def _write_edge_tls(fleet: Fleet) -> None:
+    """The edge's certificate (for its address) and key where ansible/README.md tells an operator
+    to put them: tls/server.crt, and the key encrypted with ansible-vault in the group's vars."""
+    certificates = issue([EDGE], [_address(fleet, EDGE)])
+    inventory = fleet.inventory.parent
+    (inventory / "tls").mkdir(exist_ok=True)
+    (inventory / "tls" / "server.crt").write_text(certificates.certificate)
+    certificates.write_ca(fleet.workdir / "edge-ca.crt")
+    encrypted = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-vault"), "encrypt_string",
+         "--vault-password-file", str(fleet.vault_password), "--stdin-name", "vault_edge_tls_key"],
+        input=certificates.key, check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    (inventory / "group_vars" / "pgstack_db" / "edge_tls_key.yml").write_text(encrypted)
+
+
+def _edge(fleet: Fleet, timeout: float = 5) -> httpx.Client:
+    """A client of the edge's HTTPS, from the test's host, verified against the edge's CA."""
+    return httpx.Client(
+        base_url=f"https://{_address(fleet, EDGE)}",
+        verify=create_default_context(cafile=fleet.workdir / "edge-ca.crt"),
+        timeout=timeout,
+    )
 
 
 def _deploy(fleet: Fleet, archive: tuple[str, Path], *args: str) -> object:
@@ -191,8 +228,14 @@ def _served_serials(fleet: Fleet) -> dict[tuple[str, int], str]:
 
 
 def _container_ids(fleet: Fleet) -> dict[str, list[str]]:
-    """Each database host's running containers: the same IDs mean nothing was restarted."""
-    return {n: fleet.sh(n, "docker ps --quiet --no-trunc").stdout.split() for n in DB_HOSTS}
+    """Each database host's running etcd and Patroni containers: the same IDs mean nothing was
+    restarted."""
+    return {
+        n: fleet.sh(
+            n, "docker ps --quiet --no-trunc --filter label=com.docker.compose.project=pgstack-db"
+        ).stdout.split()
+        for n in DB_HOSTS
+    }
 
 
 def _write_reaches_the_replicas(fleet: Fleet) -> None:
@@ -346,6 +389,180 @@ def test_cluster_ports_answer_members_and_nobody_else(fleet: Fleet) -> None:
     assert _connect(fleet, "outsider", _address(fleet, "db1"), 22) == "open"
 
 
+# ---- the API tier behind the edge --------------------------------------------------------------
+
+
+class _Load:
+    """Clients through the edge while the `with` block runs: one creating users (a write on the
+    leader each), one asking /readyz, each as fast as answers come. Counts every answer and
+    keeps each failure (anything but 201 / 200: a status or an exception)."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.counts = {"write": 0, "read": 0}
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(kind,), daemon=True) for kind in self.counts
+        ]
+
+    def __enter__(self) -> _Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _run(self, kind: str) -> None:
+        started = time.monotonic()
+        with _edge(self.fleet, timeout=30) as http:
+            while not self._stop.is_set() and time.monotonic() - started < 900:
+                try:
+                    if kind == "write":
+                        email = f"{uuid.uuid4().hex}@example.test"
+                        answer = http.post("/api/users", json={"email": email, "name": "Load"})
+                        ok = answer.status_code == 201
+                    else:
+                        answer = http.get("/readyz")
+                        ok = answer.status_code == 200
+                    outcome = f"{answer.status_code} {answer.text[:200]}"
+                except httpx.HTTPError as error:
+                    ok, outcome = False, f"{type(error).__name__}: {error}"
+                self.counts[kind] += 1
+                if not ok:
+                    self.failures.append(
+                        f"{round(time.monotonic() - started, 1)} s {kind}: {outcome}"
+                    )
+
+
+def _edge_servers(fleet: Fleet) -> dict[str, dict[str, str]]:
+    """The edge's view of its API servers (HAProxy's `show stat`, over its admin socket): per
+    server, its status and how many sessions it has served."""
+    script = (
+        "import socket; s = socket.socket(socket.AF_UNIX); s.connect('/run/haproxy/admin.sock'); "
+        "s.sendall(b'show stat\\n'); print(b''.join(iter(lambda: s.recv(65536), b'')).decode())"
+    )
+    lines = fleet.sh(EDGE, f'python3 -c "{script}"').stdout.splitlines()
+    header = lines[0].lstrip("# ").split(",")
+    rows = [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
+    return {r["svname"]: r for r in rows if r.get("pxname") == "api" and r["svname"] in API_HOSTS}
+
+
+def _find_all(text: str, needle: str) -> list[int]:
+    found, at = [], text.find(needle)
+    while at >= 0:
+        found.append(at)
+        at = text.find(needle, at + 1)
+    return found
+
+
+def _api_containers(fleet: Fleet) -> dict[str, dict[str, str]]:
+    """Each API host's API tier: service -> container ID."""
+    return {
+        name: {
+            json.loads(line)["Service"]: json.loads(line)["ID"]
+            for line in fleet.sh(
+                name, f"docker compose --project-directory {API_DIR} ps --format json"
+            ).stdout.splitlines()
+            if line
+        }
+        for name in API_HOSTS
+    }
+
+
+def test_the_api_tier_runs_on_both_api_hosts_behind_the_edge(fleet: Fleet) -> None:
+    for name in API_HOSTS:
+        states = fleet.sh(name, f"docker compose --project-directory {API_DIR} ps --format json")
+        rows = [json.loads(line) for line in states.stdout.splitlines() if line]
+        assert {(r["Service"], r["State"], r["Health"]) for r in rows} == {
+            ("leader", "running", "healthy"),
+            ("pgbouncer", "running", "healthy"),
+            ("api", "running", "healthy"),
+        }, rows
+    before = {n: int(r["stot"]) for n, r in _edge_servers(fleet).items()}
+    with _edge(fleet) as http:
+        for _ in range(20):
+            assert http.get("/readyz").status_code == 200
+    after = _edge_servers(fleet)
+    assert {n: r["status"] for n, r in after.items()} == {n: "UP" for n in API_HOSTS}, after
+    # Round robin: both API hosts served some of the requests.
+    assert all(int(after[n]["stot"]) > before[n] for n in API_HOSTS), (before, after)
+
+
+def test_a_write_through_the_edge_lands_on_the_leader_over_verified_tls(fleet: Fleet) -> None:
+    leader = _leader(fleet)
+    email = f"{uuid.uuid4().hex}@example.test"
+    with _edge(fleet) as http:
+        created = http.post("/api/users", json={"email": email, "name": "Edge"})
+    assert created.status_code == 201, created.text
+    assert _psql(fleet, leader, f"select count(*) from users where email = '{email}'",
+                 database="pgstack") == "1"  # fmt: skip
+    # PgBouncer's server connections are TLS, to the leader's address through the leader proxy.
+    tls = _psql(
+        fleet, leader,
+        "select count(*) from pg_stat_ssl join pg_stat_activity using (pid) "
+        "where ssl and usename = 'app' and backend_type = 'client backend'",
+    )  # fmt: skip
+    assert int(tls) >= 1, "no app connection over TLS on the leader"
+    plain = _psql(
+        fleet, leader,
+        "select count(*) from pg_stat_ssl join pg_stat_activity using (pid) "
+        "where not ssl and usename in ('app', 'app_owner')",
+    )  # fmt: skip
+    assert plain == "0"
+
+
+def test_the_api_port_answers_the_cluster_and_the_edge_only_from_its_hosts(fleet: Fleet) -> None:
+    for name in API_HOSTS:
+        address = _address(fleet, name)
+        assert _connect(fleet, EDGE, address, 8000) == "open", f"the edge cannot reach {name}"
+        assert _connect(fleet, "outsider", address, 8000) != "open", (
+            f"{name}'s API port answers a host outside the cluster"
+        )
+    # Clients: the edge's HTTPS, from anywhere.
+    assert _connect(fleet, "outsider", _address(fleet, EDGE), 443) == "open"
+
+
+@pytest.mark.timeout(1200)
+def test_a_rolling_release_replaces_each_api_host_in_turn_and_fails_no_request(
+    fleet: Fleet, cluster_archive: tuple[str, Path]
+) -> None:
+    before = _api_containers(fleet)
+    started = time.monotonic()
+    with _Load(fleet) as load:
+        time.sleep(3)
+        # A new setting for the API (its worker count): every API host's API must be replaced;
+        # and one for the edge, which HAProxy takes by a reload while the clients keep going.
+        recap = _deploy(
+            fleet, cluster_archive,
+            "--extra-vars", "pgstack_api_workers=2", "--extra-vars", "edge_timeout_server=61s",
+        )  # fmt: skip
+        time.sleep(3)
+    _record(
+        rolling_release_s=round(time.monotonic() - started, 1),
+        rolling_release_requests=dict(load.counts),
+        rolling_release_failed=len(load.failures),
+    )
+    assert recap.failed == 0  # type: ignore[attr-defined]
+    # The inventory's settings come back with the rotation test's deploy, itself a release (new
+    # certificates for the leader proxies).
+    after = _api_containers(fleet)
+    assert all(after[n]["api"] != before[n]["api"] for n in API_HOSTS), "an API was not replaced"
+    # One host at a time: each drained before it changed, put back before the next one began.
+    output = recap.output  # type: ignore[attr-defined]
+    steps = sorted(
+        [(i, "drain") for i in _find_all(output, "TASK [pgstack_api : Take this host out")]
+        + [(i, "back") for i in _find_all(output, "TASK [pgstack_api : Put this host back")]
+    )
+    assert [step for _, step in steps] == ["drain", "back", "drain", "back"], output[-5000:]
+    assert "RUNNING HANDLER [edge : Reload haproxy]" in output, output[-5000:]
+    assert load.counts["write"] > 20 and load.counts["read"] > 20, load.counts
+    assert not load.failures, f"{len(load.failures)} failed requests: {load.failures[:20]}"
+
+
 # ---- rotating the certificates ---------------------------------------------------------------
 
 
@@ -381,6 +598,46 @@ def test_deploy_check_shows_the_cluster_and_finds_it_whole(fleet: Fleet) -> None
     assert recap.changed == 0
     leader = _leader(fleet)
     assert f"{leader} leads" in recap.output and "every member streams" in recap.output
+    for name in API_HOSTS:
+        assert f"{name}: leader proxy, PgBouncer and API healthy; /readyz 200." in recap.output
+    assert f"{EDGE}: db1 UP, db2 UP." in recap.output, recap.output[-3000:]
+
+
+@pytest.mark.timeout(300)
+def test_a_lost_api_host_leaves_the_edge_rotation_and_deploy_check_names_it(
+    fleet: Fleet,
+) -> None:
+    """db2's API stops (its host gone, for the edge): the edge's check takes it out, requests go
+    on through db1, and deploy-check says which host and service; back once it runs again."""
+    api = f"docker compose --project-directory {API_DIR}"
+    with _Load(fleet) as load:
+        time.sleep(2)
+        fleet.sh("db2", f"{api} stop api", timeout=120)
+        try:
+            deadline = time.monotonic() + 30
+            while _edge_servers(fleet)["db2"]["status"] != "DOWN":
+                assert time.monotonic() < deadline, _edge_servers(fleet)
+                time.sleep(1)
+            served = dict(load.counts)
+            time.sleep(5)
+            assert load.counts["write"] > served["write"], "no write served without db2"
+            red = fleet.run_playbook("check.yml")
+            output = " ".join(red.stdout.split())
+            assert red.returncode != 0, output[-3000:]
+            assert "The API tier on db2 is not well." in output, output[-3000:]
+            assert "Services not running and healthy: api;" in output, output[-3000:]
+            assert "db2 DOWN" in output, output[-3000:]
+        finally:
+            fleet.sh("db2", f"{api} start api", timeout=120)
+        deadline = time.monotonic() + 60
+        while _edge_servers(fleet)["db2"]["status"] != "UP":
+            assert time.monotonic() < deadline, _edge_servers(fleet)
+            time.sleep(1)
+    _record(lost_api_host_requests=dict(load.counts), lost_api_host_failed=len(load.failures))
+    # A graceful stop: uvicorn finishes what it has, the edge retries refused connections on db1.
+    # At most the requests in flight at the stop (one per client) may fail.
+    assert len(load.failures) <= 2, load.failures
+    assert fleet.playbook("check.yml").changed == 0
 
 
 def _roles(fleet: Fleet) -> dict[str, str]:

@@ -50,9 +50,15 @@ _CHECK_PLAY = """\
 """
 
 
-def _secret_names(group: str = "pgstack") -> list[str]:
-    defaults = yaml.safe_load((ANSIBLE_DIR / f"roles/{group}/defaults/main.yml").read_text())
-    return [str(name) for name in defaults[f"{group}_secret_names"]]
+def _secret_names(group: str = "pgstack", *, vault: bool = True) -> list[str]:
+    """The names in the group's vault (the cluster's also holds its API tier's), or only the
+    group's role's (vault=False)."""
+    names: list[str] = []
+    roles = (group, "pgstack_api") if vault and group == "pgstack_db" else (group,)
+    for role in roles:
+        defaults = yaml.safe_load((ANSIBLE_DIR / f"roles/{role}/defaults/main.yml").read_text())
+        names += [str(n) for n in defaults[f"{role}_secret_names"] if str(n) not in names]
+    return names
 
 
 def _example_vault(group: str) -> Path:
@@ -186,7 +192,7 @@ def test_the_role_refuses_its_example_vault_naming_each_secret_not_its_value(
     assert result.returncode != 0
     assert "Refusing to deploy public secrets" in output and "make vault" in output, output
     assert f"inventory/{EXAMPLES[group]}/group_vars/{group}/vault.yml" in output
-    assert all(name in output for name in _secret_names(group))
+    assert all(name in output for name in _secret_names(group, vault=False))
     for value in _example_values(group):
         assert value not in output, "a secret's value was printed"
 
@@ -347,3 +353,64 @@ def test_cluster_yml_refuses_the_cluster_example_vault_before_a_fresh_host_is_to
     installed = target.sh("dpkg-query -W -f '${Status}' docker.io || true", check=False)
     assert "install ok installed" not in installed.stdout
     assert target.sh("test -e /opt/pgstack-db", check=False).returncode != 0
+
+
+_API_CHECK_PLAY = """\
+- name: Check the API tier's groups, variables and secrets, as cluster.yml does before any role
+  hosts: pgstack_api
+  gather_facts: false
+  tasks:
+    - name: Run the API role's variable checks
+      ansible.builtin.include_role:
+        name: pgstack_api
+        tasks_from: assert.yml
+"""
+
+
+@pytest.mark.parametrize(
+    ("api", "edge", "outsider"),
+    [(["db1", "db2"], ["db3"], None), (["db1", "web1"], ["db3"], "web1"),
+     (["db1", "db2"], ["lb1"], "lb1")],
+)  # fmt: skip
+def test_the_api_tier_is_checked_before_anything_and_its_hosts_must_be_cluster_members(
+    cluster_made: tuple[Path, Path],
+    tmp_path: Path,
+    api: list[str],
+    edge: list[str],
+    outsider: str | None,
+) -> None:
+    """make vault's cluster secrets pass the API role's checks; an API or edge host that is not
+    a database host (a typo, or a separate machine, not supported yet) is refused by name."""
+    inventory, password_file = cluster_made
+    local = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+    address = {
+        name: f"10.0.0.{n}" for n, name in enumerate(["db1", "db2", "db3", "web1", "lb1"], 11)
+    }
+    hosts = {
+        group: {"hosts": {name: {**local, "pgstack_address": address[name]} for name in names}}
+        for group, names in (("pgstack_db", ["db1", "db2", "db3"]), ("pgstack_api", api),
+                             ("pgstack_edge", edge))
+    }  # fmt: skip
+    (inventory / "hosts.yml").write_text(json.dumps(hosts))
+    play = tmp_path / "api-check.yml"
+    play.write_text(_API_CHECK_PLAY)
+    env = dict(
+        os.environ,
+        ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"),
+        ANSIBLE_ROLES_PATH=str(ANSIBLE_DIR / "roles"),
+        ANSIBLE_NOCOLOR="1",
+    )
+    result = subprocess.run(
+        [str(BIN / "ansible-playbook"), "--inventory", str(inventory / "hosts.yml"),
+         "--vault-password-file", str(password_file), str(play),
+         "--extra-vars", "pgstack_db_images_archive=/unused.tar",
+         "--extra-vars", f"pgstack_source_dir={REPO}"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    output = " ".join((result.stdout + result.stderr).split())
+    if outsider is None:
+        assert result.returncode == 0, output[-3000:]
+    else:
+        assert result.returncode != 0, output[-3000:]
+        assert f"Not members: {outsider}." in output, output[-3000:]
+        assert "must also be in group pgstack_db" in output
