@@ -364,7 +364,8 @@ lint: $(TEST_VENV)/.installed ## ruff, mypy (strict), hadolint and shellcheck on
 	done
 	@"$(TEST_VENV)/bin/ruff" check tests bench scripts ansible/scripts $(PATRONI_SCRIPTS)
 	@"$(TEST_VENV)/bin/ruff" format --check tests bench scripts ansible/scripts $(PATRONI_SCRIPTS)
-	@"$(TEST_VENV)/bin/mypy" --strict --scripts-are-modules scripts/cluster.py $(PATRONI_SCRIPTS)
+	@"$(TEST_VENV)/bin/mypy" --strict --scripts-are-modules scripts/cluster.py ansible/scripts/edge_servers.py \
+		$(PATRONI_SCRIPTS)
 
 bench: preflight base-image secrets $(TEST_VENV)/.installed ## Benchmarks: docs/benchmarks.json, .png and the figures in docs/benchmarks.md.
 	@"$(TEST_VENV)/bin/python" -m bench

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -39,6 +40,7 @@ DB_DIR = "/opt/pgstack-db"
 TLS = f"{DB_DIR}/tls/patroni"
 CLUSTER_PORTS = (5432, 8008, 2379, 2380)
 ARTIFACT = REPO / ".test-artifacts" / "cluster-deploy.json"
+EDGE_SERVERS = REPO / "ansible" / "scripts" / "edge_servers.py"
 _measured: dict[str, object] = {}
 
 
@@ -123,14 +125,19 @@ def _edge(fleet: Fleet, timeout: float = 5) -> httpx.Client:
     )
 
 
-def _deploy(fleet: Fleet, archive: tuple[str, Path], *args: str) -> object:
+def _deploy(
+    fleet: Fleet, archive: tuple[str, Path], *args: str, playbook: str = "cluster.yml"
+) -> object:
+    return fleet.playbook(playbook, *_images(archive), *args)
+
+
+def _images(archive: tuple[str, Path]) -> list[str]:
+    """The extra vars that name the images this run built and the archive that holds them."""
     tag, path = archive
-    return fleet.playbook(
-        "cluster.yml",
+    return [
         "--extra-vars", f"pgstack_db_images_archive={path}",
         "--extra-vars", f"pgstack_db_image_tag={tag}",
-        *args,
-    )  # fmt: skip
+    ]  # fmt: skip
 
 
 # ---- helpers: asking the cluster from its hosts ----------------------------------------------
@@ -442,16 +449,12 @@ class _Load:
 
 
 def _edge_servers(fleet: Fleet) -> dict[str, dict[str, str]]:
-    """The edge's view of its API servers (HAProxy's `show stat`, over its admin socket): per
-    server, its status and how many sessions it has served."""
-    script = (
-        "import socket; s = socket.socket(socket.AF_UNIX); s.connect('/run/haproxy/admin.sock'); "
-        "s.sendall(b'show stat\\n'); print(b''.join(iter(lambda: s.recv(65536), b'')).decode())"
-    )
-    lines = fleet.sh(EDGE, f'python3 -c "{script}"').stdout.splitlines()
-    header = lines[0].lstrip("# ").split(",")
-    rows = [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
-    return {r["svname"]: r for r in rows if r.get("pxname") == "api" and r["svname"] in API_HOSTS}
+    """The edge's view of its API servers, as deploy-check and a release read it (the deploy's
+    scripts/edge_servers.py over HAProxy's admin socket): per server, its status, current
+    sessions and the sessions it has served."""
+    found = fleet.sh(EDGE, "python3 - /run/haproxy/admin.sock api", input=EDGE_SERVERS.read_text())
+    servers: dict[str, dict[str, str]] = json.loads(found.stdout)
+    return {name: row for name, row in servers.items() if name in API_HOSTS}
 
 
 def _find_all(text: str, needle: str) -> list[int]:
@@ -460,6 +463,16 @@ def _find_all(text: str, needle: str) -> list[int]:
         found.append(at)
         at = text.find(needle, at + 1)
     return found
+
+
+def _task_results(output: str, task: str) -> list[str]:
+    """The result lines ("changed: [db1 -> db3]", "skipping: [db2]", ...) of every run of a task
+    in a playbook's output, without their item details."""
+    results = []
+    for at in _find_all(output, f"TASK [{task}"):
+        section = re.split(r"\n(?:TASK|PLAY|RUNNING HANDLER) \[", output[at:])[0]
+        results += [line.split(" => ")[0] for line in section.splitlines()[1:] if ": [" in line]
+    return results
 
 
 def _api_containers(fleet: Fleet) -> dict[str, dict[str, str]]:
@@ -485,14 +498,14 @@ def test_the_api_tier_runs_on_both_api_hosts_behind_the_edge(fleet: Fleet) -> No
             ("pgbouncer", "running", "healthy"),
             ("api", "running", "healthy"),
         }, rows
-    before = {n: int(r["stot"]) for n, r in _edge_servers(fleet).items()}
+    before = {n: int(r["served"]) for n, r in _edge_servers(fleet).items()}
     with _edge(fleet) as http:
         for _ in range(20):
             assert http.get("/readyz").status_code == 200
     after = _edge_servers(fleet)
     assert {n: r["status"] for n, r in after.items()} == {n: "UP" for n in API_HOSTS}, after
     # Round robin: both API hosts served some of the requests.
-    assert all(int(after[n]["stot"]) > before[n] for n in API_HOSTS), (before, after)
+    assert all(int(after[n]["served"]) > before[n] for n in API_HOSTS), (before, after)
 
 
 def test_a_write_through_the_edge_lands_on_the_leader_over_verified_tls(fleet: Fleet) -> None:
@@ -550,8 +563,7 @@ def test_a_rolling_release_replaces_each_api_host_in_turn_and_fails_no_request(
         rolling_release_failed=len(load.failures),
     )
     assert recap.failed == 0  # type: ignore[attr-defined]
-    # The inventory's settings come back with the rotation test's deploy, itself a release (new
-    # certificates for the leader proxies).
+    # The inventory's settings come back with the next test's runs.
     after = _api_containers(fleet)
     assert all(after[n]["api"] != before[n]["api"] for n in API_HOSTS), "an API was not replaced"
     # One host at a time: each drained before it changed, put back before the next one began.
@@ -564,6 +576,45 @@ def test_a_rolling_release_replaces_each_api_host_in_turn_and_fails_no_request(
     assert "RUNNING HANDLER [edge : Reload haproxy]" in output, output[-5000:]
     assert load.counts["write"] > 20 and load.counts["read"] > 20, load.counts
     assert not load.failures, f"{len(load.failures)} failed requests: {load.failures[:20]}"
+
+
+@pytest.mark.timeout(900)
+def test_a_release_stopped_halfway_is_put_back_into_rotation_by_the_next_run(
+    fleet: Fleet, cluster_archive: tuple[str, Path]
+) -> None:
+    """A release fails after the edge drained db1 (its new containers turn healthy only after
+    the wait ran out): deploy-check names db1 as held out, and the next run puts it back, though
+    compose has nothing left to change on it by then."""
+    # The inventory's worker count again (the rolling release left 2): db1's API is replaced,
+    # and a 1 s wait runs out before its health check passes.
+    failed = fleet.run_playbook(
+        "api.yml", *_images(cluster_archive), "--extra-vars", "pgstack_api_wait_timeout=1"
+    )
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0, output[-3000:]
+    assert "TASK [pgstack_api : Take this host out" in output, output[-3000:]
+    assert {n: r["status"] for n, r in _edge_servers(fleet).items()} == {
+        "db1": "MAINT", "db2": "UP",
+    }  # fmt: skip
+    red = fleet.run_playbook("check.yml")
+    said = " ".join(red.stdout.split())
+    assert red.returncode != 0 and "db1 MAINT, db2 UP" in said, said[-3000:]
+    assert "MAINT or DRAIN: a release took it out and did not finish" in said, said[-3000:]
+
+    recap = _deploy(fleet, cluster_archive, playbook="api.yml")
+    assert recap.failed == 0  # type: ignore[attr-defined]
+    assert {n: r["status"] for n, r in _edge_servers(fleet).items()} == {
+        "db1": "UP", "db2": "UP",
+    }  # fmt: skip
+    # db1 only put back (nothing left to change on it); db2 released (its worker count changed).
+    output = recap.output  # type: ignore[attr-defined]
+    drained = _task_results(output, "pgstack_api : Take this host out")
+    back = _task_results(output, "pgstack_api : Put this host back")
+    assert [r for r in drained if r.startswith("changed:")] == ["changed: [db2 -> db3]"], drained
+    assert [r for r in back if r.startswith("changed:")] == [
+        "changed: [db1 -> db3]", "changed: [db2 -> db3]",
+    ], back  # fmt: skip
+    assert fleet.playbook("check.yml").changed == 0
 
 
 # ---- rotating the certificates ---------------------------------------------------------------
