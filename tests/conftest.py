@@ -5,6 +5,9 @@ Every stack a test run starts is a compose project named after the pytest proces
 and is removed when the run ends. A run that was killed cannot remove its own: its stacks keep
 restarting with the engine, hold networks from Docker's default address pools (about 30, two per
 stack) and load the CPU. They are removed before the first stack of the next run starts.
+
+At the end, the time each test module took (setup, calls and teardown summed, module fixtures
+included): what to look at when the suite grows towards CI's limit.
 """
 
 from __future__ import annotations
@@ -12,10 +15,25 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+from collections import defaultdict
 
 import pytest
 
 STALE = re.compile(r"^pgstack-(?:t|bk-|deploy-|ha-t)(\d+)(?:-|$)")
+_module_seconds: defaultdict[str, float] = defaultdict(float)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _module_seconds[report.nodeid.split("::", 1)[0]] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    slow = sorted(_module_seconds.items(), key=lambda item: -item[1])
+    if not slow or slow[0][1] < 60:
+        return
+    terminalreporter.section("time per test module")
+    for module, seconds in slow[:20]:
+        terminalreporter.write_line(f"{seconds / 60:6.1f} min  {module}")
 
 
 def _alive(pid: int) -> bool:
