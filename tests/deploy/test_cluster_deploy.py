@@ -234,6 +234,12 @@ def _served_serials(fleet: Fleet) -> dict[tuple[str, int], str]:
     return served
 
 
+def _services(fleet: Fleet, name: str, project_dir: str) -> list[dict[str, str]]:
+    """A compose project's containers on host `name`, as `docker compose ps` reports them."""
+    found = fleet.sh(name, f"docker compose --project-directory {project_dir} ps --format json")
+    return [json.loads(line) for line in found.stdout.splitlines() if line]
+
+
 def _container_ids(fleet: Fleet) -> dict[str, list[str]]:
     """Each database host's running etcd and Patroni containers: the same IDs mean nothing was
     restarted."""
@@ -276,8 +282,7 @@ def test_the_cluster_layout_converges_on_three_hosts(
     _record(first_converge_s=round(time.monotonic() - started, 1))
     assert recap.failed == 0 and recap.changed > 0  # type: ignore[attr-defined]
     for name in DB_HOSTS:
-        states = fleet.sh(name, f"docker compose --project-directory {DB_DIR} ps --format json")
-        rows = [json.loads(line) for line in states.stdout.splitlines() if line]
+        rows = _services(fleet, name, DB_DIR)
         assert {(r["Service"], r["State"], r["Health"]) for r in rows} == {
             ("etcd", "running", "healthy"),
             ("patroni", "running", "healthy"),
@@ -478,21 +483,14 @@ def _task_results(output: str, task: str) -> list[str]:
 def _api_containers(fleet: Fleet) -> dict[str, dict[str, str]]:
     """Each API host's API tier: service -> container ID."""
     return {
-        name: {
-            json.loads(line)["Service"]: json.loads(line)["ID"]
-            for line in fleet.sh(
-                name, f"docker compose --project-directory {API_DIR} ps --format json"
-            ).stdout.splitlines()
-            if line
-        }
+        name: {row["Service"]: row["ID"] for row in _services(fleet, name, API_DIR)}
         for name in API_HOSTS
     }
 
 
 def test_the_api_tier_runs_on_both_api_hosts_behind_the_edge(fleet: Fleet) -> None:
     for name in API_HOSTS:
-        states = fleet.sh(name, f"docker compose --project-directory {API_DIR} ps --format json")
-        rows = [json.loads(line) for line in states.stdout.splitlines() if line]
+        rows = _services(fleet, name, API_DIR)
         assert {(r["Service"], r["State"], r["Health"]) for r in rows} == {
             ("leader", "running", "healthy"),
             ("pgbouncer", "running", "healthy"),
