@@ -362,10 +362,11 @@ lint: $(TEST_VENV)/.installed ## ruff, mypy (strict), hadolint and shellcheck on
 		(cd "$$pkg" && "$(TEST_VENV)/bin/ruff" check . && "$(TEST_VENV)/bin/ruff" format --check . \
 			&& "$(TEST_VENV)/bin/mypy") || exit 1; \
 	done
-	@"$(TEST_VENV)/bin/ruff" check tests bench scripts ansible/scripts $(PATRONI_SCRIPTS)
-	@"$(TEST_VENV)/bin/ruff" format --check tests bench scripts ansible/scripts $(PATRONI_SCRIPTS)
-	@"$(TEST_VENV)/bin/mypy" --strict --scripts-are-modules scripts/cluster.py ansible/scripts/edge_servers.py \
+	@"$(TEST_VENV)/bin/ruff" check tests bench scripts ansible/scripts ansible/filter_plugins $(PATRONI_SCRIPTS)
+	@"$(TEST_VENV)/bin/ruff" format --check tests bench scripts ansible/scripts ansible/filter_plugins \
 		$(PATRONI_SCRIPTS)
+	@"$(TEST_VENV)/bin/mypy" --strict --scripts-are-modules scripts/cluster.py ansible/scripts/edge_servers.py \
+		ansible/filter_plugins/compose_plan.py $(PATRONI_SCRIPTS)
 
 bench: preflight base-image secrets $(TEST_VENV)/.installed ## Benchmarks: docs/benchmarks.json, .png and the figures in docs/benchmarks.md.
 	@"$(TEST_VENV)/bin/python" -m bench
