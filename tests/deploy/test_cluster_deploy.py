@@ -555,10 +555,13 @@ def test_a_rolling_release_replaces_each_api_host_in_turn_and_fails_no_request(
             "--extra-vars", "pgstack_api_workers=2", "--extra-vars", "edge_timeout_server=61s",
         )  # fmt: skip
         time.sleep(3)
+        # The edge's memory under load, after a reload (README.md's sizing quotes it).
+        rss_kib = fleet.sh(EDGE, "ps -C haproxy -o rss=").stdout.split()
     _record(
         rolling_release_s=round(time.monotonic() - started, 1),
         rolling_release_requests=dict(load.counts),
         rolling_release_failed=len(load.failures),
+        edge_haproxy_rss_mib=round(sum(int(kib) for kib in rss_kib) / 1024, 1),
     )
     assert recap.failed == 0  # type: ignore[attr-defined]
     # The inventory's settings come back with the next test's runs.
