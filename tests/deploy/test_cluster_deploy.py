@@ -472,11 +472,15 @@ def _find_all(text: str, needle: str) -> list[int]:
 
 def _task_results(output: str, task: str) -> list[str]:
     """The result lines ("changed: [db1 -> db3]", "skipping: [db2]", ...) of every run of a task
-    in a playbook's output, without their item details."""
+    in a playbook's output, without their item details or the address of a delegated host."""
     results = []
     for at in _find_all(output, f"TASK [{task}"):
         section = re.split(r"\n(?:TASK|PLAY|RUNNING HANDLER) \[", output[at:])[0]
-        results += [line.split(" => ")[0] for line in section.splitlines()[1:] if ": [" in line]
+        results += [
+            re.sub(r"\(.*?\)\]$", "]", line.split(" => ")[0])
+            for line in section.splitlines()[1:]
+            if ": [" in line
+        ]
     return results
 
 
