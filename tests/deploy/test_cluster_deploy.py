@@ -413,7 +413,7 @@ class _Load:
         self.fleet = fleet
         self.counts = {"write": 0, "read": 0}
         self.failures: list[str] = []
-        # time.monotonic() of each failure, in the order of `failures`.
+        # When each failed request was sent (time.monotonic()), in the order of `failures`.
         self.failed_at: list[float] = []
         self._stop = threading.Event()
         self._threads = [
@@ -434,6 +434,7 @@ class _Load:
         started = time.monotonic()
         with _edge(self.fleet, timeout=30) as http:
             while not self._stop.is_set() and time.monotonic() - started < 900:
+                sent = time.monotonic()
                 try:
                     if kind == "write":
                         email = f"{uuid.uuid4().hex}@example.test"
@@ -447,10 +448,8 @@ class _Load:
                     ok, outcome = False, f"{type(error).__name__}: {error}"
                 self.counts[kind] += 1
                 if not ok:
-                    self.failed_at.append(time.monotonic())
-                    self.failures.append(
-                        f"{round(time.monotonic() - started, 1)} s {kind}: {outcome}"
-                    )
+                    self.failed_at.append(sent)
+                    self.failures.append(f"{round(sent - started, 1)} s {kind}: {outcome}")
 
 
 def _edge_servers(fleet: Fleet) -> dict[str, dict[str, str]]:
@@ -496,7 +495,7 @@ def test_the_api_tier_runs_on_both_api_hosts_behind_the_edge(fleet: Fleet) -> No
     for name in API_HOSTS:
         rows = _services(fleet, name, API_DIR)
         assert {(r["Service"], r["State"], r["Health"]) for r in rows} == {
-            ("leader", "running", "healthy"),
+            ("haproxy", "running", "healthy"),
             ("pgbouncer", "running", "healthy"),
             ("api", "running", "healthy"),
         }, rows
@@ -533,13 +532,23 @@ def test_a_write_through_the_edge_lands_on_the_leader_over_verified_tls(fleet: F
     assert plain == "0"
 
 
-def test_the_api_port_answers_the_cluster_and_the_edge_only_from_its_hosts(fleet: Fleet) -> None:
+def test_the_api_hosts_serve_the_edge_over_tls_with_certificates_and_nobody_else(
+    fleet: Fleet,
+) -> None:
     for name in API_HOSTS:
         address = _address(fleet, name)
-        assert _connect(fleet, EDGE, address, 8000) == "open", f"the edge cannot reach {name}"
-        assert _connect(fleet, "outsider", address, 8000) != "open", (
+        # TLS on 8443, the host's certificate verified against the cluster's CA, a client
+        # certificate from it required: the edge's host has one.
+        ready = f"https://{address}:8443/readyz"
+        assert json.loads(_rest(fleet, EDGE, ready))["status"] == "ready"
+        refused = fleet.sh(EDGE, f"python3 - '{ready}' without-cert", input=_REST, check=False)
+        assert refused.returncode != 0, f"{name}'s API answered a client without a certificate"
+        # Dropped for a host outside the cluster; the plain API port is on loopback only.
+        assert _connect(fleet, "outsider", address, 8443) != "open", (
             f"{name}'s API port answers a host outside the cluster"
         )
+        assert _connect(fleet, EDGE, address, 8000) != "open", f"{name} serves plain HTTP"
+
     # Clients: the edge's HTTPS, from anywhere.
     assert _connect(fleet, "outsider", _address(fleet, EDGE), 443) == "open"
 
@@ -659,7 +668,7 @@ def test_deploy_check_shows_the_cluster_and_finds_it_whole(fleet: Fleet) -> None
     leader = _leader(fleet)
     assert f"{leader} leads" in recap.output and "every member streams" in recap.output
     for name in API_HOSTS:
-        assert f"{name}: leader proxy, PgBouncer and API healthy; /readyz 200." in recap.output
+        assert f"{name}: HAProxy, PgBouncer and API healthy; /readyz 200." in recap.output
     assert f"{EDGE}: db1 UP, db2 UP." in recap.output, recap.output[-3000:]
 
 
@@ -699,9 +708,9 @@ def test_a_lost_api_host_leaves_the_edge_rotation_and_deploy_check_names_it(
         lost_api_host_failed_before_out=len(load.failures),
     )
     # Requests db2 had taken when it stopped may fail (as for any lost host: reported above);
-    # once the edge has taken it out, and while it comes back, none may.
+    # none sent once the edge has taken it out, or while it comes back, may.
     late = [f for t, f in zip(load.failed_at, load.failures, strict=True) if t > out_at]
-    assert not late, f"failed after the edge took db2 out: {late}"
+    assert not late, f"sent after the edge took db2 out, and failed: {late}"
     assert fleet.playbook("check.yml").changed == 0
 
 
