@@ -152,6 +152,19 @@ if sys.argv[2] == "with-cert":
 print(urllib.request.urlopen(sys.argv[1], context=context, timeout=5).read().decode())
 """
 
+# A TLS handshake with this host's certificate: "handshake done", or the error that ended it.
+_HANDSHAKE = f"""
+import socket, ssl, sys
+context = ssl.create_default_context(cafile="{TLS}/ca.crt")
+context.load_cert_chain("{TLS}/node.crt", "{TLS}/node.key")
+try:
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5) as sock:
+        with context.wrap_socket(sock, server_hostname=sys.argv[3]):
+            print("handshake done")
+except OSError as exc:
+    print(type(exc).__name__)
+"""
+
 # A TCP connect with a bound: "open", or why not.
 _CONNECT = """
 import socket, sys
@@ -697,6 +710,12 @@ def test_a_lost_api_host_leaves_the_edge_rotation_and_deploy_check_names_it(
             assert "The API tier on db2 is not well." in output, output[-3000:]
             assert "Services not running and healthy: api;" in output, output[-3000:]
             assert "db2 DOWN" in output, output[-3000:]
+            # What lets the edge retry elsewhere: db2's HAProxy ends the connection before any
+            # TLS while its API is down (a finished handshake would mean an empty reply).
+            said = fleet.sh(
+                EDGE, f"python3 - {_address(fleet, 'db2')} 8443 db2", input=_HANDSHAKE
+            ).stdout.strip()
+            assert said != "handshake done", said
         finally:
             fleet.sh("db2", f"{api} start api", timeout=120)
         deadline = time.monotonic() + 60
