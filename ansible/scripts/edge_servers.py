@@ -2,13 +2,13 @@
 
     edge_servers.py SOCKET BACKEND [SERVER]
 
-Prints one JSON object: server name -> {"status", "sessions", "served"}, HAProxy's status
-("UP", "DOWN", "MAINT", "DRAIN", ...), its current sessions and the sessions it has served since
-HAProxy started. With SERVER, prints that server's status alone, or "absent" if the backend has
-no such server. Runs on the edge host (Ansible's script module copies it there), with the
-system's python3 and nothing else: `make deploy-check` asks it whether every server is UP, a
-release asks it whether a host an earlier release drained is still out of rotation, and the tests
-ask it which servers answered.
+Prints one JSON object: server name -> {"status", "served"}, HAProxy's status ("UP", "DOWN",
+"MAINT", "DRAIN", ...) and the sessions it has served since HAProxy started; exits 1 saying so if
+HAProxy does not answer on SOCKET. With SERVER, prints that server's status alone, "absent" if
+the backend has no such server, or "stopped" if HAProxy does not answer. Runs on the edge host
+(Ansible's script module copies it there), with the system's python3 and nothing else: `make
+deploy-check` asks it whether every server is UP, a release whether to drain a host and whether
+an earlier release left it out of rotation, and the tests which servers answered.
 """
 
 import csv
@@ -28,7 +28,7 @@ def servers(stat: str, backend: str) -> dict[str, dict[str, str]]:
     # The header line starts with "# "; the backend's own summary rows are not servers.
     rows = csv.DictReader(stat.lstrip("# ").splitlines())
     return {
-        row["svname"]: {"status": row["status"], "sessions": row["scur"], "served": row["stot"]}
+        row["svname"]: {"status": row["status"], "served": row["stot"]}
         for row in rows
         if row["pxname"] == backend and row["svname"] not in ("FRONTEND", "BACKEND")
     }
@@ -38,7 +38,19 @@ def main(argv: list[str]) -> int:
     if len(argv) not in (3, 4):
         print("usage: edge_servers.py SOCKET BACKEND [SERVER]", file=sys.stderr)
         return 2
-    found = servers(read_stat(argv[1]), argv[2])
+    try:
+        stat = read_stat(argv[1])
+    except OSError as error:  # no socket yet, or a stale one: HAProxy is not running
+        if len(argv) == 4:
+            print("stopped")
+            return 0
+        print(
+            f"HAProxy does not answer on {argv[1]} ({error.strerror or error}): is it running? "
+            "systemctl status haproxy; journalctl -u haproxy says why not.",
+            file=sys.stderr,
+        )
+        return 1
+    found = servers(stat, argv[2])
     if len(argv) == 4:
         print(found.get(argv[3], {}).get("status", "absent"))
     else:

@@ -62,9 +62,9 @@ def test_every_server_of_the_backend_with_its_state(admin_socket: Path) -> None:
     found = _run(str(admin_socket), "api")
     assert found.returncode == 0, found.stderr
     assert json.loads(found.stdout) == {
-        "db1": {"status": "UP", "sessions": "1", "served": "400"},
-        "db2": {"status": "MAINT", "sessions": "0", "served": "397"},
-        "web1": {"status": "DOWN", "sessions": "0", "served": "0"},
+        "db1": {"status": "UP", "served": "400"},
+        "db2": {"status": "MAINT", "served": "397"},
+        "web1": {"status": "DOWN", "served": "0"},
     }
 
 
@@ -72,6 +72,20 @@ def test_every_server_of_the_backend_with_its_state(admin_socket: Path) -> None:
 def test_one_servers_state_or_absent(admin_socket: Path, server: str, said: str) -> None:
     found = _run(str(admin_socket), "api", server)
     assert (found.returncode, found.stdout) == (0, f"{said}\n"), found.stderr
+
+
+def test_an_haproxy_not_running_is_named_not_a_traceback(tmp_path: Path) -> None:
+    # No socket file at all (never started), and a stale one nobody listens on (stopped).
+    stale = tmp_path / "stale.sock"
+    with socket.socket(socket.AF_UNIX) as bound:
+        bound.bind(str(stale))  # closed: the file stays, nobody listens
+    for path in (tmp_path / "missing.sock", stale):
+        listing = _run(str(path), "api")
+        assert listing.returncode == 1 and "Traceback" not in listing.stderr, listing.stderr
+        assert f"HAProxy does not answer on {path}" in listing.stderr
+        assert "systemctl status haproxy" in listing.stderr
+        one = _run(str(path), "api", "db1")
+        assert (one.returncode, one.stdout) == (0, "stopped\n"), one.stderr
 
 
 def test_a_wrong_call_says_how_to_call_it() -> None:
