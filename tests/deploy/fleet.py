@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import docker
 import yaml
 
 from tests.deploy.target import (
@@ -30,7 +31,7 @@ from tests.deploy.target import (
     ControlFiles,
     Recap,
 )
-from tests.stack.compose import free_port
+from tests.stack.compose import REPO, free_port
 
 CLUSTER_EXAMPLE = ANSIBLE_DIR / "inventory" / "cluster-example"
 
@@ -113,6 +114,17 @@ class Fleet(ControlFiles):
             )  # fmt: skip
         for path in (self.key, self.key.with_suffix(".pub")):
             path.unlink(missing_ok=True)
+
+    def reboot(self, name: str, timeout: float = 180) -> None:
+        """Reboot host `name`: its container restarted, so systemd shuts everything down (the
+        image's stop signal), /run and /tmp come back empty and systemd boots it again. Returns
+        once it runs and sshd answers. Its address must stay the same: the inventory names it."""
+        host = self.hosts[name]
+        docker.from_env().containers.get(host.container).restart(timeout=90)
+        self._wait_booted(host, timeout)
+        address = self._address(host)
+        if address != host.address:
+            raise AssertionError(f"{name} came back as {address}, not {host.address}")
 
     def _write_compose(self) -> None:
         """tests/deploy/target/compose.yml's target, once per host, on the project's network."""
@@ -222,10 +234,9 @@ class Fleet(ControlFiles):
             )
         return result
 
-    def run_playbook(
-        self, name: str, *args: str, timeout: float = 1500
-    ) -> subprocess.CompletedProcess[str]:
-        """Run ansible/<name> against the fleet over SSH, whatever its outcome (logged)."""
+    @property
+    def ansible_env(self) -> dict[str, str]:
+        """The environment ansible-playbook and `make deploy*` run with against the fleet."""
         env = dict(os.environ)
         env.update(
             ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"),
@@ -234,19 +245,50 @@ class Fleet(ControlFiles):
             ANSIBLE_FORCE_COLOR="0",
             PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         )
+        return env
+
+    def _logged(
+        self, argv: list[str], cwd: Path, timeout: float
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
+            argv, cwd=cwd, env=self.ansible_env, capture_output=True, text=True, timeout=timeout
+        )
+        with (self.workdir / "playbooks.log").open("a") as log:
+            log.write(f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}")
+        return result
+
+    def run_playbook(
+        self, name: str, *args: str, timeout: float = 1500
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ansible/<name> against the fleet over SSH, whatever its outcome (logged)."""
+        return self._logged(
             [str(BIN / "ansible-playbook"), "--inventory", str(self.inventory),
              "--vault-password-file", str(self.vault_password),
              str(ANSIBLE_DIR / name), *args],
-            cwd=ANSIBLE_DIR, env=env, capture_output=True, text=True, timeout=timeout,
+            ANSIBLE_DIR, timeout,
         )  # fmt: skip
-        with (self.workdir / "playbooks.log").open("a") as log:
-            log.write(result.stdout + result.stderr)
-        return result
+
+    def run_make(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+        """A make target of the repository from the control node, INVENTORY the fleet's, as an
+        operator runs `make deploy INVENTORY=...` (logged, whatever its outcome)."""
+        venv = BIN.parent
+        return self._logged(
+            ["make", *args, f"INVENTORY={self.inventory}",
+             f"VAULT_PASSWORD_FILE={self.vault_password}", f"TEST_VENV={venv}",
+             "-o", f"{venv}/.installed"],
+            REPO, timeout,
+        )  # fmt: skip
 
     def playbook(self, name: str, *args: str, timeout: float = 1500) -> Recap:
         """Run ansible/<name> against the fleet over SSH; the recap summed over every host."""
         result = self.run_playbook(name, *args, timeout=timeout)
+        return self._recap(result, f"ansible-playbook {name} {' '.join(args)}")
+
+    def make(self, *args: str, timeout: float = 1800) -> Recap:
+        """`run_make` that must succeed; the recap of its playbook summed over every host."""
+        return self._recap(self.run_make(*args, timeout=timeout), f"make {' '.join(args)}")
+
+    def _recap(self, result: subprocess.CompletedProcess[str], command: str) -> Recap:
         output = result.stdout + result.stderr
         totals = [0, 0, 0, 0]
         recaps = 0
@@ -260,7 +302,7 @@ class Fleet(ControlFiles):
                     totals[i] += int(fields[key])
         if result.returncode != 0 or recaps == 0:
             raise AssertionError(
-                f"ansible-playbook {name} {' '.join(args)} failed ({result.returncode}):\n"
+                f"{command} failed ({result.returncode}):\n"
                 f"{output[-8000:]}\n{self.troubled_containers()}"
             )
         return Recap(*totals, output=output)
