@@ -315,6 +315,17 @@ def test_a_second_run_of_make_deploy_changes_nothing(
     assert recap.changed == 0, f"changed on the second run: {recap.changed_tasks()}"
 
 
+@pytest.mark.timeout(900)
+def test_a_dry_run_through_make_deploy_finds_nothing_to_change(
+    fleet: Fleet, cluster_archive: tuple[str, Path]
+) -> None:
+    """What the README tells an operator to run before a release: `make deploy ...
+    ANSIBLE_ARGS="--check --diff"`. On the converged cluster it fails nothing and would change
+    nothing."""
+    recap = fleet.make("deploy", *_make_images(*cluster_archive), "ANSIBLE_ARGS=--check --diff")
+    assert recap.changed == 0, f"--check would change: {recap.changed_tasks()}"
+
+
 # ---- the cluster it made -----------------------------------------------------------------------
 
 
