@@ -31,7 +31,7 @@ from tests.deploy.target import (
     ControlFiles,
     Recap,
 )
-from tests.stack.compose import REPO, free_port
+from tests.stack.compose import free_port
 
 CLUSTER_EXAMPLE = ANSIBLE_DIR / "inventory" / "cluster-example"
 
@@ -59,10 +59,6 @@ class Fleet(ControlFiles):
     def names(self) -> list[str]:
         grouped = [name for members in self.groups.values() for name in members]
         return list(dict.fromkeys([*grouped, *self.outsiders]))
-
-    @property
-    def vault_password(self) -> Path:
-        return self.workdir / "vault-password"
 
     @property
     def compose_file(self) -> Path:
@@ -234,50 +230,29 @@ class Fleet(ControlFiles):
             )
         return result
 
-    @property
-    def ansible_env(self) -> dict[str, str]:
-        """The environment ansible-playbook and `make deploy*` run with against the fleet."""
-        env = dict(os.environ)
-        env.update(
-            ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"),
-            ANSIBLE_LOCAL_TEMP=str(self.workdir / "ansible-tmp"),
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_FORCE_COLOR="0",
-            PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        )
-        return env
-
-    def _logged(
-        self, argv: list[str], cwd: Path, timeout: float
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            argv, cwd=cwd, env=self.ansible_env, capture_output=True, text=True, timeout=timeout
-        )
+    def _log(self, argv: list[str], result: subprocess.CompletedProcess[str]) -> None:
         with (self.workdir / "playbooks.log").open("a") as log:
             log.write(f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}")
-        return result
 
     def run_playbook(
         self, name: str, *args: str, timeout: float = 1500
     ) -> subprocess.CompletedProcess[str]:
         """Run ansible/<name> against the fleet over SSH, whatever its outcome (logged)."""
-        return self._logged(
-            [str(BIN / "ansible-playbook"), "--inventory", str(self.inventory),
-             "--vault-password-file", str(self.vault_password),
-             str(ANSIBLE_DIR / name), *args],
-            ANSIBLE_DIR, timeout,
+        argv = [str(BIN / "ansible-playbook"), "--inventory", str(self.inventory),
+                "--vault-password-file", str(self.vault_password),
+                str(ANSIBLE_DIR / name), *args]  # fmt: skip
+        result = subprocess.run(
+            argv, cwd=ANSIBLE_DIR, env=self.ansible_env, capture_output=True, text=True,
+            timeout=timeout,
         )  # fmt: skip
+        self._log(argv, result)
+        return result
 
     def run_make(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-        """A make target of the repository from the control node, INVENTORY the fleet's, as an
-        operator runs `make deploy INVENTORY=...` (logged, whatever its outcome)."""
-        venv = BIN.parent
-        return self._logged(
-            ["make", *args, f"INVENTORY={self.inventory}",
-             f"VAULT_PASSWORD_FILE={self.vault_password}", f"TEST_VENV={venv}",
-             "-o", f"{venv}/.installed"],
-            REPO, timeout,
-        )  # fmt: skip
+        """ControlFiles.run_make, logged with the fleet's playbooks."""
+        result = super().run_make(*args, timeout=timeout)
+        self._log(["make", *args], result)
+        return result
 
     def playbook(self, name: str, *args: str, timeout: float = 1500) -> Recap:
         """Run ansible/<name> against the fleet over SSH; the recap summed over every host."""

@@ -87,6 +87,33 @@ class ControlFiles:
     def inventory(self) -> Path:
         return self.workdir / "inventory" / "hosts.yml"
 
+    @property
+    def vault_password(self) -> Path:
+        return self.workdir / "vault-password"
+
+    @property
+    def ansible_env(self) -> dict[str, str]:
+        """The environment `ansible-playbook` and `make deploy*` run with against these hosts."""
+        env = dict(os.environ)
+        env.update(
+            ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"),
+            ANSIBLE_LOCAL_TEMP=str(self.workdir / "ansible-tmp"),
+            ANSIBLE_NOCOLOR="1",
+            ANSIBLE_FORCE_COLOR="0",
+            PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        )
+        return env
+
+    def run_make(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+        """A make target of the repository from the control node, INVENTORY these hosts', as an
+        operator runs `make deploy INVENTORY=...`, whatever its outcome."""
+        return subprocess.run(
+            ["make", *args, f"INVENTORY={self.inventory}",
+             f"VAULT_PASSWORD_FILE={self.vault_password}", f"TEST_VENV={BIN.parent}",
+             "-o", f"{BIN.parent}/.installed"],
+            cwd=REPO, env=self.ansible_env, capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+
 
 @dataclass
 class Target(ControlFiles):
@@ -197,10 +224,6 @@ class Target(ControlFiles):
                     f"target did not boot in {timeout} s: system {state!r}, sshd {sshd!r}"
                 )
             time.sleep(1)
-
-    @property
-    def vault_password(self) -> Path:
-        return self.workdir / "vault-password"
 
     def _write_inventory(self) -> None:
         """The example inventory's vars.yml, a new vault made by `make vault`'s script, and this
@@ -314,19 +337,6 @@ class Target(ControlFiles):
         """Every container of the deployed stack, by service: State, Health, ExitCode, ..."""
         lines = self.stack("ps", "--all", "--format", "json").stdout.splitlines()
         return {row["Service"]: row for row in map(json.loads, filter(None, lines))}
-
-    @property
-    def ansible_env(self) -> dict[str, str]:
-        """The environment `ansible-playbook` and `make deploy-*` run with against this target."""
-        env = dict(os.environ)
-        env.update(
-            ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"),
-            ANSIBLE_LOCAL_TEMP=str(self.workdir / "ansible-tmp"),
-            ANSIBLE_NOCOLOR="1",
-            ANSIBLE_FORCE_COLOR="0",
-            PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-        )
-        return env
 
     def run_playbook(
         self,

@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.deploy.conftest import API_PORT, Release
 from tests.deploy.outsider import Outsider
 from tests.deploy.steps import deploy, order, order_total, refused_with_the_example_vault
-from tests.deploy.target import REPO, Target
+from tests.deploy.target import Target
 
-VENV = Path(sys.prefix)
 _state: dict[str, int] = {}
 
 
@@ -38,12 +35,7 @@ def _pgstack(target: Target, *args: str, user: str = "root", timeout: float = 60
 
 def _make(target: Target, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     """A make target of the repository from the control node against this target."""
-    return subprocess.run(
-        ["make", *args, f"INVENTORY={target.inventory}",
-         f"VAULT_PASSWORD_FILE={target.vault_password}", f"TEST_VENV={VENV}",
-         "-o", f"{VENV}/.installed"],
-        cwd=REPO, env=target.ansible_env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+    return target.run_make(*args, timeout=timeout)
 
 
 def _make_ok(target: Target, *args: str) -> subprocess.CompletedProcess[str]:
