@@ -40,7 +40,9 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         stat = read_stat(argv[1])
-    except OSError as error:  # no socket yet, or a stale one: HAProxy is not running
+    # No socket yet, or a stale one nobody listens on: HAProxy is not running. Anything else
+    # (a permission refused) is an error of its own, not a reason to skip a drain.
+    except (FileNotFoundError, ConnectionRefusedError) as error:
         if len(argv) == 4:
             print("stopped")
             return 0

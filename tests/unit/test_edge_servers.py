@@ -88,6 +88,16 @@ def test_an_haproxy_not_running_is_named_not_a_traceback(tmp_path: Path) -> None
         assert (one.returncode, one.stdout) == (0, "stopped\n"), one.stderr
 
 
+def test_a_socket_it_cannot_reach_for_another_reason_is_an_error_not_stopped(
+    tmp_path: Path,
+) -> None:
+    # A path through a regular file (NotADirectoryError; as root a permission error cannot be
+    # made): an error of its own, never "stopped", which would make a release skip its drain.
+    (tmp_path / "file").write_text("")
+    one = _run(str(tmp_path / "file" / "admin.sock"), "api", "db1")
+    assert one.returncode != 0 and one.stdout != "stopped\n", (one.stdout, one.stderr)
+
+
 def test_a_wrong_call_says_how_to_call_it() -> None:
     found = _run("/run/haproxy/admin.sock")
     assert found.returncode == 2
