@@ -16,6 +16,22 @@ etcd_require_settings() {
 	done
 }
 
+# usage: etcd_initial_state
+# A member that replaces a lost one joins the running cluster ("existing") instead of forming a
+# new one. Whoever added it to the cluster (etcdctl member add) leaves that word in the volume's
+# initial-cluster-state file, which goes with the volume: a new volume starts without it, so the
+# compose file stays the same for every member. etcd reads the state only while the data
+# directory is empty.
+etcd_initial_state() {
+	local file=/var/lib/etcd/initial-cluster-state state
+	[[ -f $file ]] || return 0
+	state=$(<"$file")
+	[[ $state == existing || $state == new ]] ||
+		pgstack_error "$file says '$state'; it may say only existing or new (or be removed)"
+	pgstack_log etcd_initial_cluster_state "state=$state" "from=$file"
+	export ETCD_INITIAL_CLUSTER_STATE=$state
+}
+
 # usage: etcd_setup_dirs
 # The data directory, owned by etcd; a fresh volume's root belongs to root.
 etcd_setup_dirs() {
@@ -26,6 +42,7 @@ _main() {
 	if [[ ${1:-} == etcd ]]; then
 		pgstack_require_root
 		etcd_require_settings
+		etcd_initial_state
 		etcd_setup_dirs
 		pgstack_drop_privileges etcd "$@"
 	fi

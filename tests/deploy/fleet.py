@@ -3,14 +3,16 @@
 Each host is tests/deploy/target.py's target -- the same image and the same container settings,
 read from tests/deploy/target/compose.yml -- so each has systemd, sshd and its own Docker engine.
 They share one Docker network and are addressed by their IPs on it, as VMs on one private subnet
-are. The inventory puts the named hosts in their groups; a host in no group (an "outsider") is
-there to prove what a non-member cannot reach. Everything is named `pgstack-deploy-<pid>-fleet...`
-and removed by `destroy()`.
+are; each host's address is fixed, so a host rebooted or replaced (`replace`) keeps it. The
+inventory puts the named hosts in their groups; a host in no group (an "outsider") is there to
+prove what a non-member cannot reach. Everything is named `pgstack-deploy-<pid>-fleet...` and
+removed by `destroy()`.
 """
 
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import os
 import shutil
@@ -43,7 +45,7 @@ class FleetHost:
     name: str
     container: str
     ssh_port: int
-    address: str = ""
+    address: str
 
 
 @dataclass
@@ -85,16 +87,10 @@ class Fleet(ControlFiles):
              "-f", str(self.key)],
             check=True,
         )  # fmt: skip
-        pub = self.key.with_suffix(".pub").read_text()
         for host in self.hosts.values():
             self._wait_booted(host)
-            host.address = self._address(host)
-            self.sh(
-                host.name,
-                "install -d -m 0700 -o debian -g debian ~debian/.ssh && "
-                "install -m 0600 -o debian -g debian /dev/stdin ~debian/.ssh/authorized_keys",
-                input=pub,
-            )
+            self._check_address(host)
+            self._install_key(host)
         self._write_inventory()
 
     def destroy(self) -> None:
@@ -118,16 +114,40 @@ class Fleet(ControlFiles):
         host = self.hosts[name]
         docker.from_env().containers.get(host.container).restart(timeout=90)
         self._wait_booted(host, timeout)
-        address = self._address(host)
-        if address != host.address:
-            raise AssertionError(f"{name} came back as {address}, not {host.address}")
+        self._check_address(host)
+
+    def replace(self, name: str, timeout: float = 180) -> None:
+        """Host `name` lost for good, and a new machine in its place: its container killed (no
+        shutdown) and removed with its engine's volume, so its data, images and keys are gone;
+        then a fresh container of the same image under the same name, address and SSH port,
+        with nothing on it but the control node's SSH key, as a new VM comes."""
+        host = self.hosts[name]
+        client = docker.from_env()
+        container = client.containers.get(host.container)
+        container.kill()
+        container.remove(v=True)
+        client.volumes.get(f"{self.project}_{name}-docker").remove()
+        self._compose("up", "--detach", "--no-deps", name)
+        self._wait_booted(host, timeout)
+        self._check_address(host)
+        self._install_key(host)
+
+    def _install_key(self, host: FleetHost) -> None:
+        self.sh(
+            host.name,
+            "install -d -m 0700 -o debian -g debian ~debian/.ssh && "
+            "install -m 0600 -o debian -g debian /dev/stdin ~debian/.ssh/authorized_keys",
+            input=self.key.with_suffix(".pub").read_text(),
+        )
 
     def _write_compose(self) -> None:
-        """tests/deploy/target/compose.yml's target, once per host, on the project's network."""
+        """tests/deploy/target/compose.yml's target, once per host, on the project's network
+        (a subnet of its own, each host at a fixed address on it)."""
         target = yaml.safe_load(TARGET_COMPOSE.read_text())
         template = target["services"]["target"]
         template["build"]["context"] = str(TARGET_COMPOSE.parent)
         template["build"]["args"]["BASE_IMAGE"] = os.environ.get("BASE_IMAGE", "debian:trixie-slim")
+        subnet = _free_subnet()
         services, volumes = {}, {}
         for n, name in enumerate(self.names):
             service = copy.deepcopy(template)
@@ -141,20 +161,25 @@ class Fleet(ControlFiles):
                 f"{name}-docker:/var/lib/docker" if v.endswith(":/var/lib/docker") else v
                 for v in service["volumes"]
             ]
+            address = str(subnet.network_address + 10 + n)
+            service["networks"] = {"default": {"ipv4_address": address}}
             services[name] = service
             volumes[f"{name}-docker"] = {}
-            self.hosts[name] = FleetHost(name, f"{self.project}-{name}-1", port)
+            self.hosts[name] = FleetHost(name, f"{self.project}-{name}-1", port, address)
+        network = {"default": {"ipam": {"config": [{"subnet": str(subnet)}]}}}
         self.compose_file.write_text(
-            json.dumps({"services": services, "volumes": volumes}, indent=2)
+            json.dumps({"services": services, "volumes": volumes, "networks": network}, indent=2)
         )
 
-    def _address(self, host: FleetHost) -> str:
+    def _check_address(self, host: FleetHost) -> None:
+        """The host's address is the one the inventory names (fixed in the compose file)."""
         inspected = subprocess.run(
             ["docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}", host.container],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
-        networks = json.loads(inspected.stdout)
-        return str(networks[f"{self.project}_default"]["IPAddress"])
+        address = json.loads(inspected.stdout)[f"{self.project}_default"]["IPAddress"]
+        if address != host.address:
+            raise AssertionError(f"{host.name} runs at {address}, not {host.address}")
 
     def _wait_booted(self, host: FleetHost, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
@@ -297,3 +322,27 @@ class Fleet(ControlFiles):
             if found:
                 report.append(f"=== {host}\n{found}")
         return "\n".join(report) or "(no host has an unhealthy, restarting or failed container)"
+
+
+def _free_subnet() -> ipaddress.IPv4Network:
+    """A /24 for the fleet's network that overlaps no Docker network and no route of this
+    machine: fixed addresses need a subnet given by hand. Outside Docker's default pools
+    (172.17-31.0.0/16, 192.168.0.0/16), so a network Docker allocates later will not take it."""
+    taken = [
+        ipaddress.ip_network(config["Subnet"])
+        for network in docker.from_env().networks.list(greedy=True)
+        for config in (network.attrs.get("IPAM") or {}).get("Config") or []
+        if "Subnet" in config
+    ]
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True, check=True)
+    taken += [
+        ipaddress.ip_network(line.split()[0], strict=False)
+        for line in routes.stdout.splitlines()
+        if line.split()[0][0].isdigit()
+    ]
+    first = os.getpid() % 256
+    for n in range(256):
+        candidate = ipaddress.ip_network(f"10.213.{(first + n) % 256}.0/24")
+        if not any(candidate.overlaps(other) for other in taken):
+            return candidate
+    raise AssertionError("no free /24 in 10.213.0.0/16 for the fleet's network")
