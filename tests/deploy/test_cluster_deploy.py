@@ -929,7 +929,6 @@ def test_a_database_host_lost_for_good_is_replaced_by_a_new_machine_under_its_na
     cluster's ports; the leader keeps leading and a second run changes nothing."""
     leader = _leader(fleet)
     name = next(host for host in API_HOSTS if host != leader)
-    survivor = next(host for host in DB_HOSTS if host not in (name, leader))
     marker = f"before-{uuid.uuid4().hex}"
     _psql(
         fleet,
@@ -946,9 +945,12 @@ def test_a_database_host_lost_for_good_is_replaced_by_a_new_machine_under_its_na
     _record(replace_host_s=round(time.monotonic() - started, 1))
     said = " ".join(recap.output.split())
     assert f"{name} had no etcd data while" in said, said[-3000:]
+    # On the first survivor in the inventory's order; nothing on the others.
     removed = _task_results(recap.output, "pgstack_db : Remove the lost member")
-    # By the first survivor in the inventory's order.
-    assert removed == [f"changed: [{name} -> {min(set(DB_HOSTS) - {name})}]"], removed
+    survivor = min(set(DB_HOSTS) - {name})
+    assert [r for r in removed if not r.startswith("skipping")] == [
+        f"changed: [{name} -> {survivor}]"
+    ], removed
     assert _leader(fleet) == leader
     # One member per host again, every one started (the lost one's entry is gone), asked on a
     # survivor and on the new host.
