@@ -303,12 +303,89 @@ def test_the_cluster_layout_converges_on_three_hosts(
         }, rows
 
 
+# ---- a host lost for good, right after the first converge ----------------------------------
+
+
+def _etcd_members(fleet: Fleet, on: str) -> list[tuple[str, str]]:
+    """etcd's members as host `on`'s etcd-admin job lists them: (status, name) per member."""
+    listed = fleet.sh(
+        on,
+        f"docker compose --project-directory {DB_DIR} run --rm --no-TTY --entrypoint etcdctl "
+        "etcd-admin member list --write-out simple",
+    ).stdout
+    return sorted((row.split(", ")[1], row.split(", ")[2]) for row in listed.splitlines() if row)
+
+
+@pytest.mark.timeout(1800)
+def test_a_database_host_lost_for_good_is_replaced_by_a_new_machine_under_its_name(
+    fleet: Fleet, cluster_archive: tuple[str, Path]
+) -> None:
+    """A replica's host (an API host too) is lost with everything on it, and a new machine comes
+    up under its name and address. The operator runs `make deploy` (ansible/README.md, "A
+    database host is lost for good"): a survivor replaces the member in etcd, Patroni clones
+    the leader onto the new host, its API goes back behind the edge and its firewall closes the
+    cluster's ports; the leader keeps leading. Early in the module, so every later test runs on a
+    cluster with a replaced member."""
+    leader = _leader(fleet)
+    name = next(host for host in API_HOSTS if host != leader)
+    marker = f"before-{uuid.uuid4().hex}"
+    _psql(
+        fleet,
+        leader,
+        "create table if not exists deploy_probe (marker text primary key); "
+        f"insert into deploy_probe values ('{marker}')",
+    )
+    fleet.replace(name)
+    lost = fleet.run_make("deploy-check")
+    assert lost.returncode != 0, lost.stdout[-3000:]
+
+    started = time.monotonic()
+    recap = fleet.make("deploy", *_make_images(*cluster_archive))
+    _record(replace_host_s=round(time.monotonic() - started, 1))
+    said = " ".join(recap.output.split())
+    assert f"{name} had no etcd data while" in said, said[-3000:]
+    # On the first survivor in the inventory's order; nothing on the others.
+    removed = _task_results(recap.output, "pgstack_db : Remove the lost member")
+    survivor = min(set(DB_HOSTS) - {name})
+    assert [r for r in removed if not r.startswith("skipping")] == [
+        f"changed: [{name} -> {survivor}]"
+    ], removed
+    assert _leader(fleet) == leader
+    # One member per host again, every one started (the lost one's entry is gone), asked on a
+    # survivor and on the new host.
+    for on in (survivor, name):
+        assert _etcd_members(fleet, on) == [("started", host) for host in DB_HOSTS]
+    deadline = time.monotonic() + 180
+    while (check := fleet.run_make("deploy-check")).returncode != 0:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} not whole 180 s on:\n{check.stdout[-3000:]}")
+        time.sleep(5)
+    _record(replace_host_whole_s=round(time.monotonic() - started, 1))
+    members = {str(m["name"]): m for m in _cluster(fleet)}
+    assert members[name]["state"] == "streaming", members
+    # Cloned from the leader: what was written before the loss is on the new host.
+    query = f"select count(*) from deploy_probe where marker = '{marker}'"
+    assert _psql(fleet, name, query) == "1"
+    _write_reaches_the_replicas(fleet)
+    address = _address(fleet, name)
+    for port in (*CLUSTER_PORTS, 8443):
+        assert _connect(fleet, "outsider", address, port) != "open", (
+            f"the new {name}'s port {port} answers the outsider"
+        )
+    assert _edge_servers(fleet)[name]["status"].startswith("UP"), _edge_servers(fleet)
+    with _edge(fleet) as http:
+        email = f"{uuid.uuid4().hex}@example.test"
+        assert http.post("/api/users", json={"email": email, "name": "Replaced"}).status_code == 201
+    # The next test's run of `make deploy` finds nothing to change, on the new host too.
+
+
 @pytest.mark.timeout(900)
 def test_a_second_run_of_make_deploy_changes_nothing(
     fleet: Fleet, cluster_archive: tuple[str, Path]
 ) -> None:
     """What an operator runs: `make deploy INVENTORY=...` builds the images again (the same
-    ones, so the same archive) and the playbook finds nothing to change."""
+    ones, so the same archive) and the playbook finds nothing to change: a second run for the
+    survivors of the replacement above, and for the new host."""
     started = time.monotonic()
     recap = fleet.make("deploy", *_make_images(*cluster_archive))
     _record(second_run_s=round(time.monotonic() - started, 1))
@@ -903,79 +980,3 @@ def test_a_rebooted_api_and_database_host_comes_back_by_itself_behind_its_firewa
     with _edge(fleet) as http:
         email = f"{uuid.uuid4().hex}@example.test"
         assert http.post("/api/users", json={"email": email, "name": "Reboot"}).status_code == 201
-
-
-# ---- a host lost for good ----------------------------------------------------------------------
-
-
-def _etcd_members(fleet: Fleet, on: str) -> list[tuple[str, str]]:
-    """etcd's members as host `on`'s etcd-admin job lists them: (status, name) per member."""
-    listed = fleet.sh(
-        on,
-        f"docker compose --project-directory {DB_DIR} run --rm --no-TTY --entrypoint etcdctl "
-        "etcd-admin member list --write-out simple",
-    ).stdout
-    return sorted((row.split(", ")[1], row.split(", ")[2]) for row in listed.splitlines() if row)
-
-
-@pytest.mark.timeout(1800)
-def test_a_database_host_lost_for_good_is_replaced_by_a_new_machine_under_its_name(
-    fleet: Fleet, cluster_archive: tuple[str, Path]
-) -> None:
-    """A replica's host (an API host too) is lost with everything on it, and a new machine comes
-    up under its name and address. The operator runs `make deploy` (ansible/README.md, "A
-    database host is lost for good"): a survivor replaces the member in etcd, Patroni clones
-    the leader onto the new host, its API goes back behind the edge and its firewall closes the
-    cluster's ports; the leader keeps leading and a second run changes nothing."""
-    leader = _leader(fleet)
-    name = next(host for host in API_HOSTS if host != leader)
-    marker = f"before-{uuid.uuid4().hex}"
-    _psql(
-        fleet,
-        leader,
-        "create table if not exists deploy_probe (marker text primary key); "
-        f"insert into deploy_probe values ('{marker}')",
-    )
-    fleet.replace(name)
-    lost = fleet.run_make("deploy-check")
-    assert lost.returncode != 0, lost.stdout[-3000:]
-
-    started = time.monotonic()
-    recap = fleet.make("deploy", *_make_images(*cluster_archive))
-    _record(replace_host_s=round(time.monotonic() - started, 1))
-    said = " ".join(recap.output.split())
-    assert f"{name} had no etcd data while" in said, said[-3000:]
-    # On the first survivor in the inventory's order; nothing on the others.
-    removed = _task_results(recap.output, "pgstack_db : Remove the lost member")
-    survivor = min(set(DB_HOSTS) - {name})
-    assert [r for r in removed if not r.startswith("skipping")] == [
-        f"changed: [{name} -> {survivor}]"
-    ], removed
-    assert _leader(fleet) == leader
-    # One member per host again, every one started (the lost one's entry is gone), asked on a
-    # survivor and on the new host.
-    for on in (survivor, name):
-        assert _etcd_members(fleet, on) == [("started", host) for host in DB_HOSTS]
-    deadline = time.monotonic() + 180
-    while (check := fleet.run_make("deploy-check")).returncode != 0:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{name} not whole 180 s on:\n{check.stdout[-3000:]}")
-        time.sleep(5)
-    _record(replace_host_whole_s=round(time.monotonic() - started, 1))
-    members = {str(m["name"]): m for m in _cluster(fleet)}
-    assert members[name]["state"] == "streaming", members
-    # Cloned from the leader: what was written before the loss is on the new host.
-    query = f"select count(*) from deploy_probe where marker = '{marker}'"
-    assert _psql(fleet, name, query) == "1"
-    _write_reaches_the_replicas(fleet)
-    address = _address(fleet, name)
-    for port in (*CLUSTER_PORTS, 8443):
-        assert _connect(fleet, "outsider", address, port) != "open", (
-            f"the new {name}'s port {port} answers the outsider"
-        )
-    assert _edge_servers(fleet)[name]["status"].startswith("UP"), _edge_servers(fleet)
-    with _edge(fleet) as http:
-        email = f"{uuid.uuid4().hex}@example.test"
-        assert http.post("/api/users", json={"email": email, "name": "Replaced"}).status_code == 201
-    again = fleet.playbook("cluster.yml", *_images(cluster_archive))
-    assert again.changed == 0, f"changed after the replacement: {again.changed_tasks()}"
