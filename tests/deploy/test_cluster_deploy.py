@@ -306,6 +306,30 @@ def test_the_cluster_layout_converges_on_three_hosts(
 # ---- a host lost for good, right after the first converge ----------------------------------
 
 
+def _until_whole(fleet: Fleet, name: str, timeout: float) -> None:
+    """Until `make deploy-check` is green (the cluster, the API hosts, the edge), after host
+    `name` came back or in."""
+    deadline = time.monotonic() + timeout
+    while (check := fleet.run_make("deploy-check")).returncode != 0:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} not whole after {timeout} s:\n{check.stdout[-3000:]}")
+        time.sleep(5)
+
+
+def _closed_to_others_and_serving(fleet: Fleet, name: str) -> None:
+    """Host `name`'s cluster and API TLS ports dropped for the outsider, its plain API port
+    unreachable from another host, and a write through the edge served."""
+    address = _address(fleet, name)
+    for port in (*CLUSTER_PORTS, 8443):
+        assert _connect(fleet, "outsider", address, port) != "open", (
+            f"{name}'s port {port} answers the outsider"
+        )
+    assert _connect(fleet, EDGE, address, 8000) != "open", f"{name} serves plain HTTP"
+    with _edge(fleet) as http:
+        email = f"{uuid.uuid4().hex}@example.test"
+        assert http.post("/api/users", json={"email": email, "name": name}).status_code == 201
+
+
 def _etcd_members(fleet: Fleet, on: str) -> list[tuple[str, str]]:
     """etcd's members as host `on`'s etcd-admin job lists them: (status, name) per member."""
     listed = fleet.sh(
@@ -355,11 +379,7 @@ def test_a_database_host_lost_for_good_is_replaced_by_a_new_machine_under_its_na
     # survivor and on the new host.
     for on in (survivor, name):
         assert _etcd_members(fleet, on) == [("started", host) for host in DB_HOSTS]
-    deadline = time.monotonic() + 180
-    while (check := fleet.run_make("deploy-check")).returncode != 0:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{name} not whole 180 s on:\n{check.stdout[-3000:]}")
-        time.sleep(5)
+    _until_whole(fleet, name, 180)
     _record(replace_host_whole_s=round(time.monotonic() - started, 1))
     members = {str(m["name"]): m for m in _cluster(fleet)}
     assert members[name]["state"] == "streaming", members
@@ -367,15 +387,8 @@ def test_a_database_host_lost_for_good_is_replaced_by_a_new_machine_under_its_na
     query = f"select count(*) from deploy_probe where marker = '{marker}'"
     assert _psql(fleet, name, query) == "1"
     _write_reaches_the_replicas(fleet)
-    address = _address(fleet, name)
-    for port in (*CLUSTER_PORTS, 8443):
-        assert _connect(fleet, "outsider", address, port) != "open", (
-            f"the new {name}'s port {port} answers the outsider"
-        )
     assert _edge_servers(fleet)[name]["status"].startswith("UP"), _edge_servers(fleet)
-    with _edge(fleet) as http:
-        email = f"{uuid.uuid4().hex}@example.test"
-        assert http.post("/api/users", json={"email": email, "name": "Replaced"}).status_code == 201
+    _closed_to_others_and_serving(fleet, name)
     # The next test's run of `make deploy` finds nothing to change, on the new host too.
 
 
@@ -962,21 +975,9 @@ def test_a_rebooted_api_and_database_host_comes_back_by_itself_behind_its_firewa
     name = next(host for host in API_HOSTS if host != leader)
     started = time.monotonic()
     fleet.reboot(name)
-    deadline = time.monotonic() + 300
-    while (check := fleet.run_make("deploy-check")).returncode != 0:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{name} not back 300 s after its reboot:\n{check.stdout[-3000:]}")
-        time.sleep(5)
+    _until_whole(fleet, name, 300)
     _record(reboot_back_s=round(time.monotonic() - started, 1))
     assert _leader(fleet) == leader
     members = {str(m["name"]): m for m in _cluster(fleet)}
     assert members[name]["state"] == "streaming", members
-    address = _address(fleet, name)
-    for port in (*CLUSTER_PORTS, 8443):
-        assert _connect(fleet, "outsider", address, port) != "open", (
-            f"{name}'s port {port} answers the outsider after a reboot"
-        )
-    assert _connect(fleet, EDGE, address, 8000) != "open", f"{name} serves plain HTTP"
-    with _edge(fleet) as http:
-        email = f"{uuid.uuid4().hex}@example.test"
-        assert http.post("/api/users", json={"email": email, "name": "Reboot"}).status_code == 201
+    _closed_to_others_and_serving(fleet, name)
