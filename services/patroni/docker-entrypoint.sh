@@ -11,6 +11,8 @@ source /usr/local/lib/pgstack/pgstack-lib.sh
 source /usr/local/lib/pgstack/pgbackrest-conf.sh
 
 CONFIG_DIR=/run/pgstack-patroni
+# Where a deploy mounts the host's own settings (read-only); see patroni_host_config.
+HOST_CONFIG_DIR=${PGSTACK_PATRONI_HOST_DIR:-/etc/pgstack/patroni.d}
 VOLUME_ROOT=${PGDATA%/*}
 
 # usage: patroni_setup_dirs
@@ -78,11 +80,18 @@ patroni_render_config() {
 
 # usage: patroni_host_config
 # The settings of the host a node runs on, when a deploy mounts them (ansible's pgstack_db role:
-# addresses, TLS files, its pg_hba.conf): each /etc/pgstack/patroni.d/NAME.yml becomes
-# 15-NAME.yml, loaded after patroni.yml (its values win) and before the secrets.
+# addresses, TLS files, its pg_hba.conf): each $HOST_CONFIG_DIR/NAME.yml becomes
+# 15-NAME.yml, loaded after patroni.yml (its values win) and before the secrets. Patroni reads
+# these copies, at start and on a reload (pgstack-patroni-reload), never the mounted files: a
+# copy whose file is gone is removed, so a setting taken out of the host's files goes too.
 patroni_host_config() {
-	local file
-	for file in /etc/pgstack/patroni.d/*.yml; do
+	local file copy
+	for copy in "$CONFIG_DIR"/15-*.yml; do
+		[[ -f $copy ]] || continue
+		file=${copy##*/15-}
+		[[ -f $HOST_CONFIG_DIR/$file ]] || rm -f "$copy"
+	done
+	for file in "$HOST_CONFIG_DIR"/*.yml; do
 		[[ -f $file ]] || continue
 		install -o postgres -g postgres -m 0600 "$file" "$CONFIG_DIR/15-${file##*/}"
 	done

@@ -71,6 +71,54 @@ def test_cluster_check_passes_on_a_healthy_cluster(cluster: Cluster) -> None:
     assert "ALARM" not in output and "WARNING" not in output, output
 
 
+def _until_setting(cluster: Cluster, node: str, name: str, value: str) -> None:
+    """SHOW name on node until it answers value (Patroni applies a reload on its next loop)."""
+    deadline, now = time.monotonic() + 60, ""
+    while time.monotonic() < deadline:
+        now = cluster.node_psql(node, f"SHOW {name}")
+        if now == value:
+            return
+        time.sleep(1)
+    raise AssertionError(f"{name} on {node} is still {now}, not {value}, 60 s after the reload")
+
+
+def test_a_changed_host_setting_reaches_the_running_node_by_a_reload(cluster: Cluster) -> None:
+    """What a deploy runs when a host's Patroni settings changed (roles/pgstack_db): the image's
+    pgstack-patroni-reload. The node takes the file's values without a restart and the leader
+    keeps leading; a file taken away takes its values with it."""
+    leader = _role(cluster.wait_members(healthy, 60, "a healthy cluster"), "Leader")
+    started = cluster.node_psql(leader, "SELECT pg_postmaster_start_time()")
+    default = cluster.node_psql(leader, "SHOW work_mem")
+    assert default != "12MB"
+    # The nodes' root file system is read-only: the host's settings directory is put on /tmp.
+    node = cluster.container(leader)
+    settings = "/tmp/patroni.d"  # noqa: S108 (a tmpfs inside the node container)
+
+    def reload() -> str:
+        code, said = node.exec_run(
+            ["pgstack-patroni-reload"], environment={"PGSTACK_PATRONI_HOST_DIR": settings}
+        )
+        assert code == 0 and b'"event": "patroni_reload"' in said, said
+        return str(said.decode())
+
+    written = node.exec_run([
+        "sh", "-c",
+        f"mkdir -p {settings} && "
+        f"printf 'postgresql:\\n  parameters:\\n    work_mem: 12MB\\n' > {settings}/test.yml",
+    ])  # fmt: skip
+    assert written.exit_code == 0, written.output
+    try:
+        assert "15-test.yml" in reload()
+        _until_setting(cluster, leader, "work_mem", "12MB")
+    finally:
+        node.exec_run(["rm", "-rf", settings])
+        said = reload()
+    assert "15-test.yml" not in said, said
+    _until_setting(cluster, leader, "work_mem", default)
+    assert cluster.node_psql(leader, "SELECT pg_postmaster_start_time()") == started
+    assert cluster.leader() == leader
+
+
 def test_cluster_check_alarms_when_the_synchronous_standby_is_gone(cluster: Cluster) -> None:
     members = cluster.wait_members(healthy, 60, "a healthy cluster")
     leader = _role(members, "Leader")
