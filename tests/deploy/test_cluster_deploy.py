@@ -232,6 +232,17 @@ def _psql(fleet: Fleet, on: str, sql: str, database: str = "postgres") -> str:
     ).stdout.strip()
 
 
+_POSTMASTER_START = "select pg_postmaster_start_time()"
+
+
+def _until_shown(fleet: Fleet, on: str, setting: str, value: str) -> None:
+    """SHOW setting on a host until it is value (Patroni applies a reload on its next loop)."""
+    deadline, shown = time.monotonic() + 30, ""
+    while (shown := _psql(fleet, on, f"show {setting}")) != value:
+        assert time.monotonic() < deadline, f"{setting} on {on} is {shown}, not {value}"
+        time.sleep(1)
+
+
 def _connect(fleet: Fleet, source: str, address: str, port: int) -> str:
     return fleet.sh(source, f"python3 - {address} {port}", input=_CONNECT).stdout.strip()
 
@@ -782,23 +793,33 @@ def test_a_release_stopped_halfway_is_put_back_into_rotation_by_the_next_run(
 def test_rotated_certificates_are_served_without_a_restart_and_the_leader_keeps_leading(
     fleet: Fleet, cluster_archive: tuple[str, Path]
 ) -> None:
+    """Rotation, and in the same run a PostgreSQL setting from the inventory (a changed
+    host.yml): both reach the running nodes by reloads, no container or PostgreSQL restarts."""
     leader = _leader(fleet)
     before = _served_serials(fleet)
     containers = _container_ids(fleet)
+    postmasters = {name: _psql(fleet, name, _POSTMASTER_START) for name in DB_HOSTS}
+    assert {_psql(fleet, name, "show work_mem") for name in DB_HOSTS} == {"8MB"}
+    tuned = '{"pgstack_db_postgresql_parameters": {"work_mem": "12MB"}}'
     started = time.monotonic()
-    recap = _deploy(fleet, cluster_archive, "--extra-vars", "pgstack_db_tls_rotate=true")
+    recap = _deploy(
+        fleet, cluster_archive, "--extra-vars", "pgstack_db_tls_rotate=true", "--extra-vars", tuned
+    )
     _record(rotation_run_s=round(time.monotonic() - started, 1))
     assert recap.failed == 0 and recap.changed > 0  # type: ignore[attr-defined]
     after = _served_serials(fleet)
     kept = [where for where in before if after[where] == before[where]]
     assert not kept, f"still serving the old certificate (host, port): {kept}"
-    # Reloaded, not restarted: the same containers, the same leader, replication over the new
-    # certificates (a replica reconnecting verifies the leader's new one).
+    # Reloaded, not restarted: the same containers and postmasters, the same leader, replication
+    # over the new certificates (a replica reconnecting verifies the leader's new one).
     assert _container_ids(fleet) == containers
+    for name in DB_HOSTS:
+        _until_shown(fleet, name, "work_mem", "12MB")
+    assert {name: _psql(fleet, name, _POSTMASTER_START) for name in DB_HOSTS} == postmasters
     assert _leader(fleet) == leader
     _write_reaches_the_replicas(fleet)
-    # Back to ordinary runs: the rotated files are what the next deploy wants.
-    recap = _deploy(fleet, cluster_archive)
+    # Back to ordinary runs: the rotated files and the setting are what the next deploy wants.
+    recap = _deploy(fleet, cluster_archive, "--extra-vars", tuned)
     assert recap.changed == 0, f"changed after the rotation: {recap.changed_tasks()}"  # type: ignore[attr-defined]
 
 
