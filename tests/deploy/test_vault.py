@@ -202,7 +202,7 @@ def test_the_role_refuses_a_secret_whose_value_is_text_in_the_repository(
 ) -> None:
     inventory, password_file = made
     # A value from a tracked file: long enough, not a placeholder, and public all the same.
-    planted = "unit tests, then the real stack"
+    planted = "The whole suite: unit tests, the real stack"
     assert planted in (REPO / "Makefile").read_text()
     result = _role_checks(
         tmp_path, inventory / "group_vars", password_file,
