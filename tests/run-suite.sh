@@ -3,38 +3,39 @@
 # Usage: tests/run-suite.sh PYTEST
 #
 # The cluster deploy module (tests/deploy/test_cluster_deploy.py: four hosts, each with an
-# engine of its own, about 28 minutes) spends most of its time waiting: on SSH round trips, on
+# engine of its own, about 30 minutes) spends most of its time waiting: on SSH round trips, on
 # the hosts' engines loading images, on Patroni's loops. Run after the rest, it made the suite
-# last 70 minutes; beside it, the two share the machine's cores. Each process builds what it
-# needs under tags of its own (the image layers are shared by the engine's cache) and removes
-# only its own compose projects. The other tests run in the foreground; the cluster module's
-# output goes to .test-artifacts/cluster-deploy.log and is printed when both have finished.
+# last 70 minutes; beside it, the two share the machine's cores. The background process then
+# runs the local cluster's modules (tests/ha: each brings its own cluster up), so that both
+# take about as long. Each process builds what it needs (the engine's cache shares the layers)
+# and removes only its own compose projects. The background's output goes to
+# .test-artifacts/background.log and is printed when both have finished.
 # Exit status: non-zero when either failed.
 set -Euo pipefail
 cd "$(dirname "$0")/.." || exit
 
 pytest=$1
-module=tests/deploy/test_cluster_deploy.py
-log=.test-artifacts/cluster-deploy.log
+background=(tests/deploy/test_cluster_deploy.py tests/ha)
+log=.test-artifacts/background.log
 mkdir -p .test-artifacts
 
 # The cache plugin off in the background: both processes would write .pytest_cache at the end.
-"$pytest" -p no:cacheprovider "$module" >"$log" 2>&1 &
-cluster=$!
+"$pytest" -p no:cacheprovider "${background[@]}" >"$log" 2>&1 &
+background_pid=$!
 # Ctrl-C or a CI timeout stops the background run too (a background job of a script ignores
 # SIGINT, so it gets SIGTERM); what it leaves, the next run removes (tests/conftest.py).
-trap 'kill "$cluster" 2>/dev/null; exit 130' INT TERM
-echo "[test] $module runs in the background (pid $cluster), its output in $log"
+trap 'kill "$background_pid" 2>/dev/null; exit 130' INT TERM
+echo "[test] ${background[*]} run in the background (pid $background_pid), their output in $log"
 
-"$pytest" --ignore="$module"
+"$pytest" "${background[@]/#/--ignore=}"
 rest=$?
 
-if kill -0 "$cluster" 2>/dev/null; then
-	echo "[test] the other tests are done ($rest); waiting for $module"
+if kill -0 "$background_pid" 2>/dev/null; then
+	echo "[test] the other tests are done ($rest); waiting for ${background[*]}"
 fi
-wait "$cluster"
-fleet=$?
-echo "[test] ---- $module ($log) ----"
+wait "$background_pid"
+background_rc=$?
+echo "[test] ---- ${background[*]} ($log) ----"
 cat "$log"
-echo "[test] the other tests: exit $rest; $module: exit $fleet"
-((rest == 0 && fleet == 0))
+echo "[test] the other tests: exit $rest; ${background[*]}: exit $background_rc"
+((rest == 0 && background_rc == 0))
