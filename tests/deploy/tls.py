@@ -96,34 +96,3 @@ def issue(names: list[str], addresses: list[str]) -> Certificates:
         serialization.NoEncryption(),
     ).decode()
     return Certificates(ca=_pem(ca), certificate=_pem(server), key=key_pem)
-
-
-def client_certificate(ca_pem: str, ca_key_pem: str, name: str) -> tuple[str, str]:
-    """A client certificate (and its key) for `name`, signed by an existing CA: what a host
-    that holds a retired CA's key could still make."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca = x509.load_pem_x509_certificate(ca_pem.encode())
-    ca_key = serialization.load_pem_private_key(ca_key_pem.encode(), password=None)
-    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-    key = ec.generate_private_key(ec.SECP256R1())
-    client = (
-        x509.CertificateBuilder()
-        .subject_name(_name(name))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.OID_CLIENT_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    return _pem(client), key_pem
