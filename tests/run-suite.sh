@@ -5,9 +5,9 @@
 # The cluster deploy module (tests/deploy/test_cluster_deploy.py: four hosts, each with an
 # engine of its own, about 30 minutes) spends most of its time waiting: on SSH round trips, on
 # the hosts' engines loading images, on Patroni's loops. Run after the rest, it made the suite
-# last 70 minutes; beside it, the two share the machine's cores (the rest took 55 minutes in
-# CI, the module 33 before the CA rotation test added about 15). More modules can join the
-# background list when the foreground is much the longer one. Each
+# last 70 minutes; beside it, the two share the machine's cores (in CI the rest took 55
+# minutes, the module 33, so tests/ha runs after the module is done, without its load). More
+# modules can join the background list when the foreground is much the longer one. Each
 # process builds what it needs (the engine's cache shares the layers) and removes only its own
 # compose projects. The background's output goes to .test-artifacts/background.log and is
 # printed when both have finished.
@@ -26,7 +26,7 @@ background_pid=$!
 # Ctrl-C or a CI timeout stops the background run too (a background job of a script ignores
 # SIGINT, so it gets SIGTERM); what it leaves, the next run removes (tests/conftest.py).
 trap 'kill "$background_pid" 2>/dev/null; exit 130' INT TERM
-echo "[test] ${background[*]} run in the background (pid $background_pid), their output in $log"
+echo "[test] in the background (pid $background_pid): ${background[*]}; output in $log"
 
 "$pytest" "${background[@]/#/--ignore=}"
 rest=$?
