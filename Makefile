@@ -344,8 +344,8 @@ $(TEST_VENV)/.installed: tests/requirements.txt services/api/pyproject.toml
 	@"$(TEST_VENV)/bin/pip" install --quiet -r tests/requirements.txt -e 'services/api[dev]'
 	@touch "$@"
 
-# Without PYTEST_ARGS: tests/run-suite.sh runs the cluster deploy module and tests/ha beside the
-# other tests (two pytest processes); with them, one pytest with those arguments.
+# Without PYTEST_ARGS: tests/run-suite.sh runs the cluster deploy module beside the other tests
+# (two pytest processes); with them, one pytest with those arguments.
 test: preflight base-image $(TEST_VENV)/.installed ## The whole suite: unit tests, the real stack, the cluster deploy beside them.
 ifeq ($(strip $(PYTEST_ARGS)),)
 	@tests/run-suite.sh "$(TEST_VENV)/bin/pytest"
