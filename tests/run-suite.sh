@@ -5,8 +5,9 @@
 # The cluster deploy module (tests/deploy/test_cluster_deploy.py: four hosts, each with an
 # engine of its own, about 30 minutes) spends most of its time waiting: on SSH round trips, on
 # the hosts' engines loading images, on Patroni's loops. Run after the rest, it made the suite
-# last 70 minutes; beside it, the two share the machine's cores (in CI the rest took 55
-# minutes, the module 33, so tests/ha runs after the module is done, without its load). More
+# last 70 minutes; beside it, the two share the machine's cores (in one CI run the rest took 55
+# minutes and the module 33, so tests/ha happened to start after the module had finished; the
+# order is not enforced, see the issue's notes). More
 # modules can join the background list when the foreground is much the longer one. Each
 # process builds what it needs (the engine's cache shares the layers) and removes only its own
 # compose projects. The background's output goes to .test-artifacts/background.log and is
@@ -23,8 +24,8 @@ mkdir -p .test-artifacts
 # The cache plugin off in the background: both processes would write .pytest_cache at the end.
 "$pytest" -p no:cacheprovider "${background[@]}" >"$log" 2>&1 &
 background_pid=$!
-# Ctrl-C or a CI timeout stops the background run too (a background job of a script ignores
-# SIGINT, so it gets SIGTERM); what it leaves, the next run removes (tests/conftest.py).
+# On SIGINT or SIGTERM the background run gets SIGTERM (a background job of a script ignores
+# SIGINT); what it leaves, the next run removes (tests/conftest.py). Not exercised by a test.
 trap 'kill "$background_pid" 2>/dev/null; exit 130' INT TERM
 echo "[test] in the background (pid $background_pid): ${background[*]}; output in $log"
 
