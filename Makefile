@@ -300,10 +300,22 @@ deploy-images: preflight base-image secrets ha-secrets ## Build the images and s
 	@ansible/scripts/save-images.sh "$(DEPLOY_CLUSTER_ARCHIVE)" "pgstack-etcd:$(PGSTACK_IMAGE_TAG)" "pgstack-patroni:$(PGSTACK_IMAGE_TAG)" \
 		"pgstack-haproxy:$(PGSTACK_IMAGE_TAG)" "pgstack-pgbouncer:$(PGSTACK_IMAGE_TAG)" "pgstack-api:$(PGSTACK_IMAGE_TAG)"
 
+DEPLOY_VARS = --extra-vars "pgstack_images_source=load" \
+	--extra-vars "pgstack_images_archive=$(DEPLOY_ARCHIVE)" --extra-vars "pgstack_image_tag=$(PGSTACK_IMAGE_TAG)" \
+	--extra-vars "pgstack_db_images_archive=$(DEPLOY_CLUSTER_ARCHIVE)"
+
 deploy: deploy-images $(TEST_VENV)/.installed ## Deploy to INVENTORY's hosts with Ansible (image tag PGSTACK_IMAGE_TAG).
-	@$(ANSIBLE_PLAYBOOK) ansible/site.yml --extra-vars "pgstack_images_source=load" \
-		--extra-vars "pgstack_images_archive=$(DEPLOY_ARCHIVE)" --extra-vars "pgstack_image_tag=$(PGSTACK_IMAGE_TAG)" \
-		--extra-vars "pgstack_db_images_archive=$(DEPLOY_CLUSTER_ARCHIVE)" $(ANSIBLE_ARGS)
+	@$(ANSIBLE_PLAYBOOK) ansible/site.yml $(DEPLOY_VARS) $(ANSIBLE_ARGS)
+
+# Three whole deploys, each step on every host before the next: a new CA trusted beside the old
+# one, then signing every host's new certificate, then the old one dropped. Stopped anywhere, run
+# it again: each step finishes what it started.
+.PHONY: deploy-ca-rotate
+deploy-ca-rotate: deploy-images $(TEST_VENV)/.installed ## Cluster layout: replace the cluster's CA (three deploys; the leader keeps leading).
+	@for step in introduce promote retire; do \
+		echo "== CA rotation, step $$step (of introduce, promote, retire)"; \
+		$(ANSIBLE_PLAYBOOK) ansible/site.yml $(DEPLOY_VARS) --extra-vars "pgstack_db_ca_step=$$step" $(ANSIBLE_ARGS) || exit $$?; \
+	done
 
 deploy-check: $(TEST_VENV)/.installed ## On INVENTORY's hosts: every service healthy, /readyz through the edge's HTTPS, backup age; a cluster's members, leader and sync standby.
 	@$(ANSIBLE_PLAYBOOK) ansible/check.yml $(ANSIBLE_ARGS)

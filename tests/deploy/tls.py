@@ -70,29 +70,55 @@ def issue(names: list[str], addresses: list[str]) -> Certificates:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    key = ec.generate_private_key(ec.SECP256R1())
     alt_names: list[x509.GeneralName] = [x509.DNSName(name) for name in names]
     alt_names += [x509.IPAddress(ipaddress.ip_address(address)) for address in addresses]
-    server = (
+    server, key_pem = _leaf(
+        ca.subject, ca_key, names[0], x509.OID_SERVER_AUTH,
+        x509.SubjectAlternativeName(alt_names),
+    )  # fmt: skip
+    return Certificates(ca=_pem(ca), certificate=_pem(server), key=key_pem)
+
+
+def client_certificate(ca_pem: str, ca_key_pem: str, name: str) -> tuple[str, str]:
+    """A client certificate (and its key) for `name`, signed by an existing CA: what a host
+    that holds a retired CA's key could still make."""
+    ca = x509.load_pem_x509_certificate(ca_pem.encode())
+    ca_key = serialization.load_pem_private_key(ca_key_pem.encode(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    client, key_pem = _leaf(ca.subject, ca_key, name, x509.OID_CLIENT_AUTH)
+    return _pem(client), key_pem
+
+
+def _leaf(
+    issuer: x509.Name,
+    ca_key: ec.EllipticCurvePrivateKey,
+    name: str,
+    usage: x509.ObjectIdentifier,
+    alt_names: x509.SubjectAlternativeName | None = None,
+) -> tuple[x509.Certificate, str]:
+    """A certificate for `name` signed by the CA's key, valid a day, and its key (PEM)."""
+    now = datetime.datetime.now(datetime.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(names[0]))
-        .issuer_name(ca.subject)
+        .subject_name(_name(name))
+        .issuer_name(issuer)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([x509.OID_SERVER_AUTH]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         # Python 3.13 verifies strictly (VERIFY_X509_STRICT): it wants the issuer's key id.
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
         )
-        .sign(ca_key, hashes.SHA256())
     )
+    if alt_names is not None:
+        builder = builder.add_extension(alt_names, critical=False)
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     ).decode()
-    return Certificates(ca=_pem(ca), certificate=_pem(server), key=key_pem)
+    return builder.sign(ca_key, hashes.SHA256()), key_pem
