@@ -112,17 +112,28 @@ def lsn(text: str) -> int:
     return (int(high, 16) << 32) + int(low, 16)
 
 
-def quiet_after_a_segment_switch(cluster: Cluster, leader: str, quiet_s: float = 17.0) -> str:
+def quiet_after_a_segment_switch(cluster: Cluster, leader: str, quiet_s: float = 10.0) -> str:
     """Leave `leader` as archive_timeout leaves a cluster that has just gone quiet: its WAL
     switched to a new segment and nothing written since, so its insert position (the new
-    segment's first record place) lies past its last record. Waits out `quiet_s` without a write
-    (the background writer logs a standby snapshot within 15 s of activity, and anything else
-    may write too), switching again until one passes; returns the insert position. Whether a
+    segment's first record place) lies past its last record. Returns that insert position once
+    it has held for `quiet_s`.
+
+    A switch is WAL activity, so the background writer follows it with a standby snapshot, at
+    most one per 15 s (LOG_SNAPSHOT_INTERVAL_MS). Switching again right after that snapshot
+    leaves 15 s without one: `quiet_s` fits inside them with room for slow `docker exec`s on a
+    loaded machine. Anything else may still write (autovacuum): then it tries again. Whether a
     node rewound from it then waits depends on what else writes before the leader's next timed
     checkpoint (autovacuum may, or nothing); pgstack-rewind's record makes it not matter."""
     where = "SELECT pg_current_wal_insert_lsn()"
-    deadline = time.monotonic() + 10 * quiet_s
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
+        cluster.node_psql(leader, "SELECT pg_switch_wal()", "postgres")
+        switched = cluster.node_psql(leader, where, "postgres")
+        snapshot_due = time.monotonic() + 30  # 15 s, and the writer's 10 s hibernation
+        while cluster.node_psql(leader, where, "postgres") == switched:
+            if time.monotonic() > snapshot_due:
+                break
+            time.sleep(0.5)
         cluster.node_psql(leader, "SELECT pg_switch_wal()", "postgres")
         switched = cluster.node_psql(leader, where, "postgres")
         time.sleep(quiet_s)
