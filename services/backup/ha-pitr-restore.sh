@@ -62,7 +62,15 @@ pitr_forget_cluster() {
 	"${COMPOSE[@]}" run --rm --no-deps --no-TTY --entrypoint bash "${NODES[0]}" -euc '
 		source /usr/local/bin/docker-entrypoint.sh
 		patroni_require_identity; patroni_setup_dirs; patroni_render_config
-		printf "pgstack\nYes I am aware\n" | patronictl --config-file /run/pgstack-patroni remove pgstack >/dev/null'
+		# Every node is stopped, yet etcd may still hold a leader key that a node had no time to
+		# delete (killed, or stopped just as it took the key). patronictl remove refuses while it
+		# is there (it asks for the leader by name); the key lapses with its lease (ttl, 20 s).
+		for ((waited = 0; ; waited += 2)); do
+			out=$(printf "pgstack\nYes I am aware\n" | patronictl --config-file /run/pgstack-patroni remove pgstack 2>&1) && exit 0
+			((waited < 30)) || { printf "%s\n" "$out" >&2; exit 1; }
+			((waited > 0)) || echo "etcd still holds the leader key of a stopped node: waiting up to 30 s for its lease to lapse" >&2
+			sleep 2
+		done'
 }
 
 # usage: pitr_wait_leader NODE TIMEOUT
@@ -75,7 +83,8 @@ pitr_wait_leader() {
 			{ pitr_error "$1 stopped during recovery (make ha-logs SERVICE=$1)"; return 1; }
 		sleep 2
 	done
-	pitr_error "$1 is not the leader after $2 s (make ha-logs SERVICE=$1)"
+	pitr_error "$1 is not the leader after $2 s; the end of its log (all of it: make ha-logs SERVICE=$1):"
+	"${COMPOSE[@]}" logs --no-log-prefix --tail 40 "$1" >&2 || true
 	return 1
 }
 
