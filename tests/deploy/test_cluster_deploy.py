@@ -807,6 +807,26 @@ def test_a_release_stopped_halfway_is_put_back_into_rotation_by_the_next_run(
 # ---- rotating the certificates ---------------------------------------------------------------
 
 
+def test_a_postgresql_setting_postgresql_refuses_stops_the_deploy_before_host_yml_changes(
+    fleet: Fleet, cluster_archive: tuple[str, Path]
+) -> None:
+    """What a tired operator types: a misspelt name and a unit PostgreSQL does not know. Each is
+    refused by the image's own PostgreSQL, named with its reason; no host's settings change
+    (Patroni would drop the name with a warning in its log, PostgreSQL's reload the value)."""
+    host_yml = f"sha256sum {DB_DIR}/patroni/patroni.d/host.yml"
+    before = {name: fleet.sh(name, host_yml).stdout for name in DB_HOSTS}
+    typos = '{"pgstack_db_postgresql_parameters": {"work_mme": "12MB", "work_mem": "12MBs"}}'
+    refused = fleet.run_playbook("cluster.yml", *_images(cluster_archive), "--extra-vars", typos)
+    said = " ".join(refused.stdout.split())
+    assert refused.returncode != 0, said[-3000:]
+    for name in DB_HOSTS:
+        assert f"pgstack_db_postgresql_parameters on {name} has settings PostgreSQL refuses" in said
+    assert "work_mme=12MB: unrecognized configuration parameter" in said, said[-3000:]
+    assert "work_mem=12MBs: invalid value for parameter" in said, said[-3000:]
+    assert {name: fleet.sh(name, host_yml).stdout for name in DB_HOSTS} == before
+    assert {_psql(fleet, name, "show work_mem") for name in DB_HOSTS} == {"8MB"}
+
+
 @pytest.mark.timeout(900)
 def test_rotated_certificates_are_served_without_a_restart_and_the_leader_keeps_leading(
     fleet: Fleet, cluster_archive: tuple[str, Path]
