@@ -3,11 +3,11 @@
 # Usage: tests/run-suite.sh PYTEST
 #
 # The cluster deploy module (tests/deploy/test_cluster_deploy.py: four hosts, each with an
-# engine of its own, about 30 minutes) spends most of its time waiting: on SSH round trips, on
-# the hosts' engines loading images, on Patroni's loops. Run after the rest, it made the suite
-# last 70 minutes; beside it, the two share the machine's cores (in one CI run the rest took 55
-# minutes and the module 33, so tests/ha happened to start after the module had finished; the
-# order is not enforced, see the issue's notes). More
+# engine of its own) spends most of its time waiting: on SSH round trips, on the hosts' engines
+# loading images, on Patroni's loops. Run after the rest, it made the suite last 70 minutes
+# before the CA rotation test (about 20 minutes more) joined it. Beside the rest, the two share
+# the machine's cores: in the CI run with the CA rotation, the rest took 61 minutes and the
+# module 57, tests/ha running during the rotation's load. More
 # modules can join the background list when the foreground is much the longer one. Each
 # process builds what it needs (the engine's cache shares the layers) and removes only its own
 # compose projects. The background's output goes to .test-artifacts/background.log and is
