@@ -56,8 +56,15 @@ def test_a_dead_archive_drops_wal_beyond_the_limit_and_the_gap_is_reported_until
         status = "/var/lib/postgresql/data/pgdata/pg_wal/archive_status"
         _wait(lambda: "dropped WAL file" in astack.container("postgres").logs().decode(), 60,
               "pgBackRest to drop WAL beyond the queue limit")  # fmt: skip
-        waiting = astack.exec("postgres", "sh", "-c", f"ls {status} | grep -c ready")[1]
-        assert int(waiting.strip() or 0) <= 4, waiting
+
+        def waiting() -> int:
+            out = astack.exec("postgres", "sh", "-c", f"ls {status} | grep -c ready")[1]
+            return int(out.strip() or 0)
+
+        # The drop is logged while the archiver is still walking the dropped segments one
+        # archive_command call at a time (a CI run counted 5 just then), so the bound is what
+        # pg_wal settles at, not a snapshot of the walk. Without the drop, ten would stay ready.
+        _wait(lambda: waiting() <= 4, 30, "at most the queue limit (3 segments + 1) left ready")
         astack.psql("CREATE TABLE still_writable AS SELECT 1 AS x")
         # pgBackRest answers "archived" for what it drops, so pg_stat_archiver may show a
         # success newer than the last failure, and `pgbackrest info` lists no backup at all
