@@ -188,9 +188,10 @@ HA_COMPOSE := $(HA_ENV) $(COMPOSE)
 HA_CLUSTER := $(HA_ENV) $(PYTHON) scripts/cluster.py
 HA_NODES := patroni1 patroni2 patroni3
 # patronictl ARGS from the first node that answers: every node reads the same state from etcd, so
-# a stopped node does not stop it. As postgres, with the node's private configuration.
+# a stopped node does not stop it. As postgres, with the node's private configuration; 15 s each,
+# as patronictl waits for etcd without end when no member answers.
 HA_PATRONICTL = (for node in $(HA_NODES); do \
-	$(HA_COMPOSE) exec --no-TTY --user postgres "$$node" patronictl --config-file /run/pgstack-patroni $(1) 2>/dev/null \
+	$(HA_COMPOSE) exec --no-TTY --user postgres "$$node" timeout 15 patronictl --config-file /run/pgstack-patroni $(1) 2>/dev/null \
 		&& exit 0; done; exit 1)
 
 .PHONY: ha-up ha-down ha-ps ha-logs ha-secrets cluster-status cluster-check ha-reinit ha-wait-sync switchover
@@ -215,7 +216,7 @@ ha-secrets: ## Generate missing secrets, the cluster's own included (0600; never
 
 cluster-status: preflight ## Leader, replicas, lag, timeline and sync state of the cluster, as a table.
 	@$(call HA_PATRONICTL,list) || { \
-		echo "error: no node of $(HA_PROJECT_NAME) answers; is the cluster up? (make ha-ps)" >&2; exit 1; }
+		echo "error: no node of $(HA_PROJECT_NAME) could read the cluster from etcd: are the nodes and etcd up? (make ha-ps; make ha-logs SERVICE=etcd1)" >&2; exit 1; }
 
 cluster-check: preflight ## Split-brain alarm: asks each node if it takes writes; one leader, one timeline, a sync standby? Exit 1 if not.
 	@$(HA_CLUSTER) check

@@ -201,7 +201,8 @@ def probe(name: str) -> Node:
 def members(nodes: list[str]) -> list[dict[str, Any]] | None:
     """patronictl list from the first node that answers (all read the same keys in etcd)."""
     for name in nodes:
-        result = _exec(name, *PATRONICTL, "list", "--format", "json")
+        # patronictl waits for etcd without end when no member answers; one call takes a second.
+        result = _exec(name, "timeout", "15", *PATRONICTL, "list", "--format", "json")
         if result.returncode == 0:
             return list(json.loads(result.stdout or "[]"))
     return None

@@ -4,7 +4,8 @@ standby, and a failover changes neither -- the new leader archives its new timel
 repository and the next backup works. `make ha-restore` refuses a target outside the window
 without touching the cluster, and recovers the whole cluster to a time between two orders:
 exactly the rows before it, on every node, the replicas cloned again on the new timeline; and a
-recovery that fails puts the previous cluster back, with every row. One cluster for the module;
+recovery that fails puts the previous cluster back, with every row. Its etcd step outwaits the
+key a killed leader leaves, and says at once when etcd is gone. One cluster for the module;
 the tests run in file order (each changes the leader or the data)."""
 
 from __future__ import annotations
@@ -259,3 +260,43 @@ def test_a_failed_recovery_puts_the_previous_cluster_back_with_every_row(cluster
         _order(http, user, product)
     code, out = cluster.exec(leader, "bash", "-c", 'ls "${PGDATA%/*}"', user="postgres")
     assert (code, out.split()) == (0, ["pgdata"]), out
+
+
+def _forget_cluster(cluster: Cluster) -> subprocess.CompletedProcess[str]:
+    """ha-restore's step 4 on its own: the script sourced (which runs nothing), then the step."""
+    return subprocess.run(
+        ["bash", "-c", "source services/backup/ha-pitr-restore.sh && pitr_forget_cluster"],
+        cwd=REPO, env=cluster.env, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+
+
+def test_removing_the_cluster_from_etcd_outwaits_a_killed_leaders_key_and_names_a_lost_etcd(
+    cluster: Cluster,
+) -> None:
+    # Last in the module: it leaves the cluster stopped and gone from etcd.
+    members = cluster.wait_members(healthy, timeout=60, what="a healthy cluster")
+    leader = next(m["Member"] for m in members if m["Role"] == "Leader")
+    for member in members:
+        if member["Member"] != leader:
+            cluster.container(member["Member"]).stop()
+    # Killed, the leader cannot delete its key: it stays until its lease lapses (15 to 20 s
+    # after the kill), and patronictl remove refuses while it is there.
+    cluster.container(leader).kill()
+    removed = _forget_cluster(cluster)
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert "waiting up to 30 s for its lease to lapse" in removed.stderr, removed.stderr
+    # The cluster is gone from etcd: nothing is left for a node to follow.
+    root = (cluster.secrets_dir / "etcd_root_password").read_text().strip()
+    code, out = cluster.container("etcd1").exec_run(
+        ["etcdctl", "get", "--prefix", "--keys-only", "/service/pgstack/"],
+        environment={"ETCDCTL_USER": "root", "ETCDCTL_PASSWORD": root},
+    )  # fmt: skip
+    assert (code, out.decode().strip()) == (0, ""), out
+
+    # With etcd gone, patronictl alone would wait for it without end: the step says so in 15 s.
+    cluster.compose("stop", "etcd1", "etcd2", "etcd3")
+    lost = _forget_cluster(cluster)
+    assert lost.returncode == 1, lost.stdout + lost.stderr
+    assert "no answer from etcd in 15 s (patronictl remove)" in lost.stderr, lost.stderr
+    assert "Failed to get list of machines" in lost.stderr, lost.stderr  # patronictl's words
+    assert "waiting up to" not in lost.stderr, lost.stderr

@@ -1,7 +1,7 @@
 """Operating the cluster with make: the db-* targets on its leader (HA=1), the split-brain alarm
-(make cluster-check) on states produced for real, a broken node rebuilt (make ha-reinit), and
-the db-* targets again right after a failover. One cluster for the module, in file order: the
-failover test runs last, because it changes the leader."""
+(make cluster-check) on states produced for real (etcd lost whole included), a broken node
+rebuilt (make ha-reinit), and the db-* targets again right after a failover. One cluster for the
+module, in file order: the failover test runs last, because it changes the leader."""
 
 from __future__ import annotations
 
@@ -135,6 +135,31 @@ def test_cluster_check_alarms_when_the_synchronous_standby_is_gone(cluster: Clus
         cluster.compose("start", *replicas)
     cluster.wait_members(healthy, REPAIR_BOUND_S, "the replicas back")
     _wait_check_passes(cluster, "replicas started again")
+
+
+def test_with_every_etcd_member_gone_no_node_writes_and_the_targets_say_so_in_bounded_time(
+    cluster: Cluster,
+) -> None:
+    cluster.wait_members(healthy, 60, "a healthy cluster")
+    cluster.compose("stop", "etcd1", "etcd2", "etcd3")
+    try:
+        # patronictl alone waits for etcd without end; the targets bound it (15 s a node), so
+        # these return (make_target's own bound is 120 s) and name etcd.
+        status = cluster.make_target("cluster-status")
+        assert status.returncode != 0, status.stdout
+        assert "could read the cluster from etcd" in status.stderr, status.stderr
+        # The leader cannot renew its key: it demotes itself once its lease would have lapsed.
+        deadline, output = time.monotonic() + REPAIR_BOUND_S, ""
+        while "writable now: none" not in output:
+            assert time.monotonic() < deadline, f"a node still writes without etcd:\n{output}"
+            result = cluster.make_target("cluster-check")
+            output = result.stdout + result.stderr
+            assert result.returncode != 0, output
+            assert "ALARM: NO ANSWER FROM PATRONI" in output, output
+    finally:
+        cluster.compose("start", "etcd1", "etcd2", "etcd3")
+    cluster.wait_members(healthy, REPAIR_BOUND_S, "the cluster back with etcd")
+    _wait_check_passes(cluster, "etcd back")
 
 
 def test_cluster_check_alarms_on_two_writable_nodes_and_patroni_repairs_it_on_resume(
