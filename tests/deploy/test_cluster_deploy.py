@@ -944,6 +944,46 @@ def test_deploy_check_names_an_edge_whose_haproxy_is_down(fleet: Fleet) -> None:
     assert fleet.make("deploy-check").changed == 0
 
 
+def _writable(fleet: Fleet, name: str) -> bool:
+    """The host's PostgreSQL answers and is not in recovery (a stopped one takes no writes)."""
+    try:
+        return _psql(fleet, name, "select pg_is_in_recovery()") == "f"
+    except AssertionError:
+        return False
+
+
+@pytest.mark.timeout(420)
+def test_deploy_check_names_etcd_when_no_member_answers_and_the_cluster_leads_again_after(
+    fleet: Fleet,
+) -> None:
+    """etcd stopped on every database host: patronictl alone would wait for it without end, so
+    deploy-check would hang. It says within its bound that no etcd member answers, and where to
+    look; with etcd started again, Patroni elects a leader by itself and the check is green."""
+    etcd = f"docker compose --project-directory {DB_DIR} %s etcd"
+    for name in DB_HOSTS:
+        fleet.sh(name, etcd % "stop", timeout=120)
+    try:
+        red = fleet.run_make("deploy-check", timeout=300)  # hung without end before
+        # The leader cannot renew its key: it demotes itself (Patroni stops or restarts its
+        # PostgreSQL read-only), so no node takes writes while etcd is away.
+        deadline = time.monotonic() + 60
+        while writable := [name for name in DB_HOSTS if _writable(fleet, name)]:
+            assert time.monotonic() < deadline, f"{writable} still take writes without etcd"
+            time.sleep(2)
+    finally:
+        for name in DB_HOSTS:
+            fleet.sh(name, etcd % "start", timeout=120)
+    said = " ".join(red.stdout.split())
+    assert red.returncode != 0, said[-3000:]
+    for name in DB_HOSTS:
+        assert f"{name}: patronictl list failed (exit 124): no etcd member answered in 15 s" in (
+            said
+        ), said[-3000:]
+    assert "Failed to get list of machines" in said, said[-3000:]  # patronictl's own words
+    _leader(fleet, timeout=120)
+    _until_whole(fleet, "the cluster, etcd back", timeout=180)
+
+
 @pytest.mark.timeout(300)
 def test_a_lost_api_host_leaves_the_edge_rotation_and_deploy_check_names_it(
     fleet: Fleet,
