@@ -347,8 +347,8 @@ def switchover(wanted: str) -> Exit:
     rows = members(names)
     if rows is None:
         project = os.environ.get("COMPOSE_PROJECT_NAME", "the cluster")
-        print(f"error: no node of {project} answers; is the cluster up? (make ha-ps)",
-              file=sys.stderr)  # fmt: skip
+        print(f"error: no node of {project} could read the cluster from etcd: are the nodes "
+              "and etcd up? (make ha-ps; make ha-logs SERVICE=etcd1)", file=sys.stderr)  # fmt: skip
         return Exit.ALARM
     current, candidate = switchover_plan(rows, wanted)
     print(f"switchover: {current} (leader) -> {candidate}", flush=True)
